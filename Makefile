@@ -1,0 +1,61 @@
+# The Phoenix textbook. `make book` and `make test` are all a reader needs.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+CHAPTERS := $(sort $(wildcard chapters/[0-9][0-9]_*.md))
+NOTEBOOKS := $(patsubst chapters/%.md,notebooks/%.ipynb,$(CHAPTERS))
+# Figures are written only when this is set (make book / make figures); the
+# tests and a reader's own runs leave figures/ untouched.
+FIGURES_ENV := PHOENIX_FIGURES_DIR=$(CURDIR)/figures
+
+.PHONY: help venv book figures test lint lab constraints clean
+
+help:
+	@echo "make book     execute every chapter into notebooks/ and regenerate figures/"
+	@echo "make test     unit tests + every chapter re-executed under nbval"
+	@echo "make lab      JupyterLab with chapters opening as notebooks"
+	@echo "make figures  regenerate figures/ only"
+	@echo "make lint     ruff"
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed; run make PYTHON=python3.11")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[book,test]"
+	mkdir -p $(VENV)/share/jupyter/lab/settings
+	printf '%s\n' '{"@jupyterlab/docmanager-extension:plugin": {"defaultViewers": {"markdown": "Jupytext Notebook", "myst": "Jupytext Notebook"}}}' \
+	  > $(VENV)/share/jupyter/lab/settings/overrides.json
+	touch $@
+
+notebooks/%.ipynb: chapters/%.md $(STAMP) $(wildcard phoenix_lib/*.py)
+	@mkdir -p notebooks
+	$(FIGURES_ENV) $(BIN)/jupytext --to ipynb --execute --run-path chapters --output $@ $<
+
+book: $(NOTEBOOKS)
+
+figures: $(STAMP)
+	@for c in $(CHAPTERS); do \
+	  echo "figures: $$c"; \
+	  $(FIGURES_ENV) $(BIN)/jupytext --to ipynb --execute --run-path chapters \
+	    --output notebooks/$$(basename $$c .md).ipynb $$c || exit 1; \
+	done
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check phoenix_lib tests chapters conftest.py
+	$(BIN)/ruff format --check phoenix_lib tests conftest.py
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab --notebook-dir=$(CURDIR)
+
+constraints: $(STAMP)
+	( head -2 constraints.txt; $(BIN)/python -m pip freeze --exclude-editable | grep -vi '^phoenix' ) > constraints.tmp
+	mv constraints.tmp constraints.txt
+
+clean:
+	rm -rf $(VENV) notebooks .pytest_cache

@@ -1,0 +1,1 @@
+"""phoenix_lib: the code the Phoenix textbook explains and runs."""

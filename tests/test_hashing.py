@@ -1,0 +1,135 @@
+"""MurmurHash3 against FBGEMM's golden values and a NumPy reference; multi-hash properties."""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from phoenix_lib.hashing import multi_hash, murmur_hash3_2x64
+
+
+def _murmur_numpy(ids: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Straight transcription of MurmurHash3 x64-128 on one block (ids, 0), in np.uint64."""
+    u = np.uint64
+
+    def rotl(x, r):
+        return (x << u(r)) | (x >> u(64 - r))
+
+    def fmix(k):
+        k = k ^ (k >> u(33))
+        k = k * u(0xFF51AFD7ED558CCD)
+        k = k ^ (k >> u(33))
+        k = k * u(0xC4CEB9FE1A85EC53)
+        return k ^ (k >> u(33))
+
+    c1, c2 = u(0x87C37B91114253D5), u(0x4CF5AD432745937F)
+    with np.errstate(over="ignore"):
+        h1 = np.full(ids.shape, seed, np.uint64)
+        h2 = h1.copy()
+        h1 ^= rotl(ids * c1, 31) * c2
+        h1 = (rotl(h1, 27) + h2) * u(5) + u(0x52DCE729)
+        k2 = rotl(np.zeros_like(ids) * c2, 33) * c1
+        h2 ^= k2
+        h2 = (rotl(h2, 31) + h1) * u(5) + u(0x38495AB5)
+        h1 ^= u(16)
+        h2 ^= u(16)
+        h1 = h1 + h2
+        h2 = h2 + h1
+        h1, h2 = fmix(h1), fmix(h2)
+        h1 = h1 + h2
+        h2 = h2 + h1
+    return h1 ^ h2
+
+
+def test_golden_values_from_fbgemm():
+    got = murmur_hash3_2x64(np.array([0, 10000, 8589934592], dtype=np.int64))
+    assert got.dtype == np.uint64
+    assert got.tolist() == [18435680919526311008, 1932825161566208140, 11788262192330937953]
+
+
+@given(arrays(np.uint64, 64, elements=st.integers(0, 2**64 - 1)))
+def test_matches_numpy_reference_on_random_64_bit_ids(ids):
+    np.testing.assert_array_equal(murmur_hash3_2x64(ids), _murmur_numpy(ids))
+
+
+def test_ids_above_32_bits_and_near_2_63_are_exact():
+    ids = np.array([2**32, 2**32 + 1, 2**40 + 12345, 2**63 - 2, 2**63 - 1], dtype=np.int64)
+    np.testing.assert_array_equal(murmur_hash3_2x64(ids), _murmur_numpy(ids.astype(np.uint64)))
+    # IDs that agree in their low 32 bits hash differently: no silent truncation.
+    assert len(set(murmur_hash3_2x64(np.array([5, 5 + 2**32, 5 + 2**62])).tolist())) == 3
+
+
+def test_shape_is_kept_and_lists_work():
+    ids = np.arange(12, dtype=np.int64).reshape(3, 4)
+    assert murmur_hash3_2x64(ids).shape == (3, 4)
+    np.testing.assert_array_equal(murmur_hash3_2x64(ids.tolist()), murmur_hash3_2x64(ids))
+
+
+def test_multi_hash_range_shape_and_determinism():
+    ids = np.random.default_rng(0).integers(0, 2**63 - 1, size=(4, 50), dtype=np.int64)
+    h = np.asarray(multi_hash(ids, num_buckets=17, num_hashes=3))
+    assert h.shape == (4, 50, 3) and h.dtype == np.int32
+    assert h.min() >= 1 and h.max() <= 16
+    np.testing.assert_array_equal(h, np.asarray(multi_hash(ids, num_buckets=17, num_hashes=3)))
+    # Column j is MurmurHash3 with seed j + 1, reduced into [1, num_buckets).
+    expected = 1 + _murmur_numpy(ids.astype(np.uint64), seed=2) % np.uint64(16)
+    np.testing.assert_array_equal(h[..., 1], expected.astype(np.int32))
+
+
+def test_multi_hash_padding_gives_bucket_zero():
+    ids = np.array([[11, 12, 0, 0]], dtype=np.int64)
+    mask = np.array([[True, True, False, False]])
+    h = np.asarray(multi_hash(ids, num_buckets=1000, num_hashes=2, mask=mask))
+    assert (h[0, 2:] == 0).all() and (h[0, :2] >= 1).all()
+
+
+def test_multi_hash_with_two_buckets_uses_bucket_one():
+    h = np.asarray(multi_hash(np.arange(10), num_buckets=2, num_hashes=2))
+    assert (h == 1).all()
+
+
+def test_hash_columns_are_independent():
+    """Two distinct IDs collide in one column w.p. 1/m and in both w.p. 1/m^2 (m = buckets - 1)."""
+    m = 64
+    rng = np.random.default_rng(1)
+    pairs = rng.integers(0, 2**62, size=(1_000_000, 2), dtype=np.int64)
+    pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+    h = np.asarray(multi_hash(pairs, num_buckets=m + 1, num_hashes=2))
+    same = h[:, 0, :] == h[:, 1, :]  # [pairs, column]
+    n = len(pairs)
+    for column in range(2):
+        expected = n / m
+        assert abs(same[:, column].sum() - expected) < 5 * np.sqrt(expected)
+    both = same.all(axis=1).sum()
+    expected = n / m**2
+    assert abs(both - expected) < 5 * np.sqrt(expected), (both, expected)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "name"),
+    [
+        ({"num_buckets": 1, "num_hashes": 2}, ValueError, "num_buckets"),
+        ({"num_buckets": 2**31 + 1, "num_hashes": 2}, ValueError, "num_buckets"),
+        ({"num_buckets": 10.0, "num_hashes": 2}, TypeError, "num_buckets"),
+        ({"num_buckets": 10, "num_hashes": 0}, ValueError, "num_hashes"),
+        ({"num_buckets": 10, "num_hashes": True}, TypeError, "num_hashes"),
+        ({"num_buckets": 10, "num_hashes": 2, "mask": np.ones(3)}, TypeError, "mask"),
+        ({"num_buckets": 10, "num_hashes": 2, "mask": np.ones(2, bool)}, ValueError, "mask"),
+    ],
+)
+def test_multi_hash_rejects_bad_arguments_by_name(kwargs, error, name):
+    with pytest.raises(error, match=name):
+        multi_hash(np.arange(3), **kwargs)
+
+
+@pytest.mark.parametrize(
+    "fn", [murmur_hash3_2x64, lambda x: multi_hash(x, num_buckets=9, num_hashes=2)]
+)
+@pytest.mark.parametrize(
+    ("bad", "error"),
+    [(np.array([-1]), ValueError), (np.array([0.5]), TypeError), ([2**64], ValueError)],
+)
+def test_hashes_reject_bad_ids(fn, bad, error):
+    with pytest.raises(error, match="ids"):
+        fn(bad)
