@@ -1,1 +1,35 @@
-"""phoenix_lib: the code the Phoenix textbook explains and runs."""
+"""phoenix_lib: the code the Phoenix textbook explains and runs.
+
+The public names of the released Phoenix models are importable from here:
+configs, inputs, ``make_ranker``/``make_retriever`` and their helpers.
+"""
+
+from phoenix_lib.checkpoint import load_params, save_params
+from phoenix_lib.config import (
+    ACTIONS,
+    HashConfig,
+    PhoenixModelConfig,
+    PhoenixRetrievalModelConfig,
+    TransformerConfig,
+)
+from phoenix_lib.inputs import RecsysBatch, RecsysEmbeddings, validate_batch
+from phoenix_lib.ranker import make_ranker
+from phoenix_lib.retrieval import RetrievalOutput, TopK, make_retriever, retrieve_top_k
+
+__all__ = [
+    "ACTIONS",
+    "HashConfig",
+    "PhoenixModelConfig",
+    "PhoenixRetrievalModelConfig",
+    "RecsysBatch",
+    "RecsysEmbeddings",
+    "RetrievalOutput",
+    "TopK",
+    "TransformerConfig",
+    "load_params",
+    "make_ranker",
+    "make_retriever",
+    "retrieve_top_k",
+    "save_params",
+    "validate_batch",
+]

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import haiku as hk
 import jax
+import jax.numpy as jnp
+import numpy as np
 
 
 class RecsysBatch(NamedTuple):
@@ -36,3 +39,154 @@ class RecsysEmbeddings(NamedTuple):
     candidate_post_embeddings: jax.Array  # [B, C, Hi, D]
     history_author_embeddings: jax.Array  # [B, S, Ha, D]
     candidate_author_embeddings: jax.Array  # [B, C, Ha, D]
+
+
+def _concrete(x) -> bool:
+    """True when ``x`` holds values (not a tracer inside jax.jit)."""
+    return not isinstance(x, jax.core.Tracer)
+
+
+def validate_batch(config, batch: RecsysBatch, embeddings: RecsysEmbeddings | None = None) -> None:
+    """Check a batch (and its embeddings) against each other and against ``config``.
+
+    Run on the host by ``make_ranker``/``make_retriever``'s ``init`` and ``apply``.
+    Shapes are checked always (also while ``jax.jit`` traces); values (surface
+    ids in ``[0, V)``, actions in {0, 1}, non-negative hashes) only when the
+    arrays are concrete.
+
+    Raises:
+      TypeError: a field of the wrong kind (e.g. float hashes).
+      ValueError: a field whose shape or values are wrong, naming the field.
+    """
+    if not isinstance(batch, RecsysBatch):
+        raise TypeError(f"batch must be a RecsysBatch, got {type(batch).__name__}")
+    hc = config.hash_config
+    b, s = batch.history_post_hashes.shape[:2]
+    c = batch.candidate_post_hashes.shape[1] if batch.candidate_post_hashes.ndim == 3 else None
+    expected = {
+        "user_hashes": (b, hc.num_user_hashes),
+        "history_post_hashes": (b, config.history_seq_len, hc.num_item_hashes),
+        "history_author_hashes": (b, s, hc.num_author_hashes),
+        "history_actions": (b, s, getattr(config, "num_actions", batch.history_actions.shape[-1])),
+        "history_product_surface": (b, s),
+        "candidate_post_hashes": (b, c, hc.num_item_hashes),
+        "candidate_author_hashes": (b, c, hc.num_author_hashes),
+        "candidate_product_surface": (b, c),
+    }
+    for name, shape in expected.items():
+        _check_shape(f"batch.{name}", getattr(batch, name), shape)
+    if c == 0:
+        raise ValueError("batch.candidate_post_hashes has no candidates (C = 0)")
+    for name in expected:
+        kind = jnp.dtype(getattr(batch, name).dtype).kind
+        wanted = ("f",) if name == "history_actions" else ("i", "u")
+        if kind not in wanted:
+            raise TypeError(
+                f"batch.{name} must be {'float' if wanted == ('f',) else 'integer'}, "
+                f"got {getattr(batch, name).dtype}"
+            )
+    if embeddings is not None:
+        _validate_embeddings(config, batch, embeddings)
+    _validate_values(config, batch)
+
+
+def _check_shape(name: str, value, shape) -> None:
+    if tuple(value.shape) != tuple(shape):
+        raise ValueError(f"{name} has shape {tuple(value.shape)}, expected {tuple(shape)}")
+
+
+def _validate_embeddings(config, batch: RecsysBatch, embeddings: RecsysEmbeddings) -> None:
+    if not isinstance(embeddings, RecsysEmbeddings):
+        raise TypeError(f"embeddings must be RecsysEmbeddings, got {type(embeddings).__name__}")
+    d = config.emb_size
+    pairs = {
+        "user_embeddings": batch.user_hashes,
+        "history_post_embeddings": batch.history_post_hashes,
+        "candidate_post_embeddings": batch.candidate_post_hashes,
+        "history_author_embeddings": batch.history_author_hashes,
+        "candidate_author_embeddings": batch.candidate_author_hashes,
+    }
+    for name, hashes in pairs.items():
+        _check_shape(f"embeddings.{name}", getattr(embeddings, name), (*hashes.shape, d))
+
+
+def _validate_values(config, batch: RecsysBatch) -> None:
+    for name in ("history_product_surface", "candidate_product_surface"):
+        value = getattr(batch, name)
+        if _concrete(value):
+            v = np.asarray(value)
+            if v.size and (v.min() < 0 or v.max() >= config.product_surface_vocab_size):
+                raise ValueError(
+                    f"batch.{name} must be in [0, {config.product_surface_vocab_size}), "
+                    f"got values in [{v.min()}, {v.max()}]"
+                )
+    if _concrete(batch.history_actions):
+        a = np.asarray(batch.history_actions)
+        if not np.isin(a, (0.0, 1.0)).all():
+            raise ValueError("batch.history_actions must be multi-hot: every value 0 or 1")
+    for name in RecsysBatch._fields:
+        if name.endswith("_hashes") and _concrete(getattr(batch, name)):
+            h = np.asarray(getattr(batch, name))
+            if h.size and h.min() < 0:
+                raise ValueError(f"batch.{name} must be non-negative bucket indices, got {h.min()}")
+
+
+def with_validation(config, transformed):
+    """``transformed`` (an ``hk.Transformed`` on ``(batch, embeddings)``) with both
+    ``init`` and ``apply`` running :func:`validate_batch` first."""
+
+    def init(rng, batch, embeddings):
+        validate_batch(config, batch, embeddings)
+        return transformed.init(rng, batch, embeddings)
+
+    def apply(params, batch, embeddings):
+        validate_batch(config, batch, embeddings)
+        return transformed.apply(params, batch, embeddings)
+
+    return hk.Transformed(init=init, apply=apply)
+
+
+def random_batch(
+    config,
+    *,
+    batch_size: int,
+    num_candidates: int,
+    num_buckets: int,
+    seed: int,
+    history_fill: float = 1.0,
+    action_rate: float = 0.2,
+) -> RecsysBatch:
+    """A random, well-formed :class:`RecsysBatch` for demos and tests (not a data model).
+
+    Args:
+      config: a ranker or retrieval config (sets S, hash columns, A, V).
+      batch_size, num_candidates: ``B`` and ``C``.
+      num_buckets: hash buckets are drawn from ``[1, num_buckets)``.
+      seed: NumPy seed; the same seed gives the same batch.
+      history_fill: share of each user's S history slots that are real; the
+        rest, at the end, are padding (hash 0, no action).
+      action_rate: probability of each action on a real history slot.
+    """
+    rng = np.random.default_rng(seed)
+    hc, b, s, c = config.hash_config, batch_size, config.history_seq_len, num_candidates
+    num_actions = getattr(config, "num_actions", 19)
+
+    def hashes(*shape):
+        return rng.integers(1, num_buckets, shape).astype(np.int32)
+
+    real = np.arange(s)[None, :] < rng.binomial(s, history_fill, size=(b, 1))  # [B, S]
+    actions = (rng.random((b, s, num_actions)) < action_rate) & real[..., None]
+    return RecsysBatch(
+        user_hashes=hashes(b, hc.num_user_hashes),
+        history_post_hashes=hashes(b, s, hc.num_item_hashes) * real[..., None],
+        history_author_hashes=hashes(b, s, hc.num_author_hashes) * real[..., None],
+        history_actions=actions.astype(np.float32),
+        history_product_surface=rng.integers(0, config.product_surface_vocab_size, (b, s)).astype(
+            np.int32
+        ),
+        candidate_post_hashes=hashes(b, c, hc.num_item_hashes),
+        candidate_author_hashes=hashes(b, c, hc.num_author_hashes),
+        candidate_product_surface=rng.integers(0, config.product_surface_vocab_size, (b, c)).astype(
+            np.int32
+        ),
+    )

@@ -1,0 +1,139 @@
+"""Configuration dataclasses, with the field names and defaults of the released Phoenix code.
+
+A config built for the release works here unchanged, and vice versa. The demo
+shape of the release is :func:`demo_ranker_config` / :func:`demo_retrieval_config`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax.numpy as jnp
+
+# The 19 actions the released ranker predicts, in output order.
+ACTIONS = (
+    "favorite",
+    "reply",
+    "repost",
+    "photo_expand",
+    "click",
+    "profile_click",
+    "vqv",
+    "share",
+    "share_via_dm",
+    "share_via_copy_link",
+    "dwell",
+    "quote",
+    "quoted_click",
+    "follow_author",
+    "not_interested",
+    "block_author",
+    "mute_author",
+    "report",
+    "dwell_time",
+)
+
+
+@dataclasses.dataclass
+class TransformerConfig:
+    """The Grok-style transformer: ``D = emb_size``, ``K = key_size``, grouped-query attention."""
+
+    emb_size: int
+    key_size: int
+    num_q_heads: int
+    num_kv_heads: int
+    num_layers: int
+    widening_factor: float = 4.0
+    attn_output_multiplier: float = 1.0
+    name: str | None = None
+
+    def __post_init__(self):
+        for field in ("emb_size", "key_size", "num_q_heads", "num_kv_heads", "num_layers"):
+            if getattr(self, field) < 1:
+                raise ValueError(f"TransformerConfig.{field} must be positive")
+        if self.num_q_heads % self.num_kv_heads:
+            raise ValueError("TransformerConfig.num_q_heads must be a multiple of num_kv_heads")
+        if self.key_size % 2:
+            raise ValueError("TransformerConfig.key_size must be even (rotary embedding)")
+
+
+@dataclasses.dataclass
+class HashConfig:
+    """How many hash functions (columns) each entity type uses."""
+
+    num_user_hashes: int = 2
+    num_item_hashes: int = 2
+    num_author_hashes: int = 2
+
+
+@dataclasses.dataclass
+class PhoenixModelConfig:
+    """The ranker. ``candidate_seq_len`` is the release's nominal C; any C >= 1 is accepted."""
+
+    model: TransformerConfig
+    emb_size: int
+    num_actions: int
+    history_seq_len: int = 128
+    candidate_seq_len: int = 32
+    name: str | None = None
+    fprop_dtype: Any = jnp.bfloat16
+    hash_config: HashConfig = None  # type: ignore[assignment]  # None -> HashConfig()
+    product_surface_vocab_size: int = 16
+
+    def __post_init__(self):
+        if self.hash_config is None:
+            self.hash_config = HashConfig()
+        if self.model.emb_size != self.emb_size:
+            raise ValueError(
+                f"emb_size {self.emb_size} differs from model.emb_size {self.model.emb_size}"
+            )
+
+
+@dataclasses.dataclass
+class PhoenixRetrievalModelConfig:
+    """The two-tower retriever: a transformer user tower and an MLP candidate tower."""
+
+    model: TransformerConfig
+    emb_size: int
+    history_seq_len: int = 128
+    candidate_seq_len: int = 32
+    name: str | None = None
+    fprop_dtype: Any = jnp.bfloat16
+    hash_config: HashConfig = None  # type: ignore[assignment]  # None -> HashConfig()
+    product_surface_vocab_size: int = 16
+
+    def __post_init__(self):
+        if self.hash_config is None:
+            self.hash_config = HashConfig()
+        if self.model.emb_size != self.emb_size:
+            raise ValueError(
+                f"emb_size {self.emb_size} differs from model.emb_size {self.model.emb_size}"
+            )
+
+
+def demo_transformer_config(emb_size: int = 128, num_layers: int = 2) -> TransformerConfig:
+    """The release's demo transformer: K = 64, 2 + 2 heads, widening 2, multiplier 1/8."""
+    return TransformerConfig(
+        emb_size=emb_size,
+        key_size=64,
+        num_q_heads=2,
+        num_kv_heads=2,
+        num_layers=num_layers,
+        widening_factor=2.0,
+        attn_output_multiplier=0.125,
+    )
+
+
+def demo_ranker_config(**overrides) -> PhoenixModelConfig:
+    """The release's demo ranker (D = 128, 2 layers, 19 actions); ``overrides`` replace fields."""
+    emb_size = overrides.pop("emb_size", 128)
+    fields = {"model": demo_transformer_config(emb_size), "num_actions": len(ACTIONS)}
+    return PhoenixModelConfig(emb_size=emb_size, **{**fields, **overrides})
+
+
+def demo_retrieval_config(**overrides) -> PhoenixRetrievalModelConfig:
+    """The release's demo retriever (D = 128, 2 layers); ``overrides`` replace fields."""
+    emb_size = overrides.pop("emb_size", 128)
+    fields = {"model": demo_transformer_config(emb_size)}
+    return PhoenixRetrievalModelConfig(emb_size=emb_size, **{**fields, **overrides})

@@ -1,0 +1,131 @@
+"""The Phoenix two-tower retriever and exact top-k over a corpus."""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import haiku as hk
+import jax
+import jax.numpy as jnp
+
+from phoenix_lib.config import PhoenixRetrievalModelConfig
+from phoenix_lib.inputs import RecsysBatch, RecsysEmbeddings, with_validation
+from phoenix_lib.reduce import PROJECTION_INIT, build_context
+from phoenix_lib.transformer import Transformer
+
+NORM_EPS = 1e-12  # floor on the squared norm in L2 normalisation
+CORPUS_MASK_SCORE = -1e12  # score of a masked-out corpus entry
+
+
+class RetrievalOutput(NamedTuple):
+    user_representation: jax.Array  # [B, D], unit norm
+    candidate_representation: jax.Array  # [B, C, D], unit norm
+
+
+class TopK(NamedTuple):
+    scores: jax.Array  # [B, k], descending
+    indices: jax.Array  # [B, k] int32 rows of the corpus
+
+
+def l2_normalize(x: jax.Array) -> jax.Array:
+    """``x / sqrt(max(sum(x^2), 1e-12))`` over the last axis."""
+    return x / jnp.sqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), NORM_EPS))
+
+
+class CandidateTower(hk.Module):
+    """Post and author hash rows -> MLP (silu) -> unit vector."""
+
+    def __init__(self, emb_size: int):
+        super().__init__(name="candidate_tower")
+        self.emb_size = emb_size
+
+    def __call__(self, rows: jax.Array) -> jax.Array:
+        """``rows`` [B, C, Hi + Ha, D] -> [B, C, D] in ``rows``' dtype."""
+        x = rows.reshape(*rows.shape[:-2], -1).astype(jnp.float32)  # [B, C, (Hi+Ha)*D]
+        d = self.emb_size
+        w1 = hk.get_parameter(
+            "candidate_tower_projection_1", [x.shape[-1], 2 * d], jnp.float32, PROJECTION_INIT
+        )
+        w2 = hk.get_parameter(
+            "candidate_tower_projection_2", [2 * d, d], jnp.float32, PROJECTION_INIT
+        )
+        return l2_normalize(jax.nn.silu(x @ w1) @ w2).astype(rows.dtype)
+
+
+class PhoenixRetrievalModel(hk.Module):
+    """User tower: reduce blocks -> causal transformer -> masked mean -> L2 normalise."""
+
+    def __init__(self, config: PhoenixRetrievalModelConfig, transformer: Transformer):
+        super().__init__(name="phoenix_retrieval_model")
+        self.config, self.transformer = config, transformer
+
+    def build_user_representation(
+        self, batch: RecsysBatch, embeddings: RecsysEmbeddings
+    ) -> jax.Array:
+        """``[B, D]``: mean transformer output over valid positions (no final norm), unit norm."""
+        context, mask = build_context(batch, embeddings, self.config)
+        h = self.transformer(context.astype(self.config.fprop_dtype), mask)  # causal
+        weights = mask.astype(jnp.float32)[..., None]  # [B, 1 + S, 1]
+        mean = jnp.sum(h * weights, axis=1) / jnp.maximum(jnp.sum(weights, axis=1), 1.0)
+        return l2_normalize(mean)
+
+    def build_candidate_representation(
+        self, batch: RecsysBatch, embeddings: RecsysEmbeddings
+    ) -> jax.Array:
+        """``[B, C, D]`` unit vectors from the candidates' post and author rows."""
+        del batch  # the tower reads embeddings only; padding is the caller's to mask
+        rows = jnp.concatenate(
+            [embeddings.candidate_post_embeddings, embeddings.candidate_author_embeddings], 2
+        )
+        return CandidateTower(self.config.emb_size)(rows)
+
+    def __call__(self, batch: RecsysBatch, embeddings: RecsysEmbeddings) -> RetrievalOutput:
+        return RetrievalOutput(
+            self.build_user_representation(batch, embeddings),
+            self.build_candidate_representation(batch, embeddings),
+        )
+
+
+def make_retriever(config: PhoenixRetrievalModelConfig) -> hk.Transformed:
+    """The two towers: ``apply(params, batch, embeddings) -> RetrievalOutput``.
+
+    The transformer's weights start from the book's initialiser (see
+    :func:`phoenix_lib.transformer.initializers`). Inputs are checked by
+    :func:`phoenix_lib.validate_batch`, as for the ranker.
+    """
+
+    def forward(batch, embeddings):
+        return PhoenixRetrievalModel(config, Transformer(config.model))(batch, embeddings)
+
+    return with_validation(config, hk.without_apply_rng(hk.transform(forward)))
+
+
+@functools.partial(jax.jit, static_argnames="k")
+def _top_k(user_repr, corpus, k, corpus_mask):
+    scores = user_repr @ corpus.T  # [B, N]
+    scores = jnp.where(corpus_mask[None, :], scores, CORPUS_MASK_SCORE)
+    values, indices = jax.lax.top_k(scores, k)
+    return TopK(values, indices)
+
+
+def retrieve_top_k(user_repr, corpus, k: int, corpus_mask=None) -> TopK:
+    """Exact top-``k`` corpus rows by dot product (cosine, for unit vectors).
+
+    Args:
+      user_repr: ``[B, D]``. corpus: ``[N, D]``. corpus_mask: optional bool ``[N]``;
+        masked rows score ``-1e12`` and come last.
+    """
+    if user_repr.ndim != 2 or corpus.ndim != 2 or user_repr.shape[1] != corpus.shape[1]:
+        raise ValueError(
+            f"user_repr [B, D] and corpus [N, D] disagree: {user_repr.shape} vs {corpus.shape}"
+        )
+    if not 1 <= k <= corpus.shape[0]:
+        raise ValueError(f"k must be in [1, {corpus.shape[0]}] (corpus rows), got {k}")
+    if corpus_mask is None:
+        corpus_mask = jnp.ones(corpus.shape[0], bool)
+    elif corpus_mask.shape != corpus.shape[:1]:
+        raise ValueError(
+            f"corpus_mask shape {corpus_mask.shape} differs from corpus rows {corpus.shape[:1]}"
+        )
+    return _top_k(user_repr, corpus, k, jnp.asarray(corpus_mask, bool))

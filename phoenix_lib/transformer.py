@@ -1,0 +1,282 @@
+"""The Grok-style transformer that Phoenix runs over ``[user | history | candidates]``.
+
+Per layer, on ``h`` of shape ``[B, T, D]``::
+
+    h = h + rms_norm_1(attention(rms_norm(h)))
+    h = h + rms_norm_3(ffn(rms_norm_2(h)))
+
+Module and parameter names reproduce the release's tree exactly
+(``transformer/decoder_layer_{i}/multi_head_attention/query`` and so on), so
+parameters move between the two with no conversion.
+
+Candidate isolation has two exact implementations, chosen by ``attention``:
+
+* ``"masked"``: the release's algorithm, one attention over all ``T = 1 + S + C``
+  positions with a structure mask; cost ``O(T^2)``.
+* ``"isolated"`` (default): the context (user + history) attends causally among
+  itself, and each candidate attends to the context keys/values, computed once,
+  plus its own; cost ``O((1 + S)^2 + C (1 + S))``, linear in ``C``.
+
+Shapes: ``B`` batch, ``T`` positions, ``N = 1 + S`` context positions, ``C``
+candidates, ``D`` model width, ``H``/``Hkv`` query/key-value heads, ``G = H / Hkv``
+query heads per kv head, ``K`` key size.
+"""
+
+from __future__ import annotations
+
+import haiku as hk
+import jax
+import jax.numpy as jnp
+
+from phoenix_lib.config import TransformerConfig
+
+ATTENTION_PATHS = ("isolated", "masked")
+INITS = ("book", "release")
+SOFT_CAP = 30.0  # attention logits are squashed into (-30, 30)
+MASK_VALUE = -1e30  # logit of a key a query may not see
+RMS_EPS = 1e-5
+ROTARY_BASE = 10_000
+
+
+def ffn_size(emb_size: int, widening_factor: float) -> int:
+    """Hidden width of the gated FFN: ``int(w * D) * 2 // 3`` rounded up to a multiple of 8."""
+    size = int(widening_factor * emb_size) * 2 // 3
+    return size + (-size) % 8
+
+
+def initializers(init: str) -> tuple[hk.initializers.Initializer, hk.initializers.Initializer]:
+    """``(linear weights, norm scales)`` initialisers.
+
+    ``"release"`` reproduces the released code: every transformer weight and
+    norm scale starts at 0, so every logit starts at 0 and, because each
+    sublayer's output is multiplied by a zero scale, no gradient reaches the
+    transformer weights (Chapter 3 shows it). ``"book"`` is a trainable start:
+    fan-in scaled truncated normals and unit scales.
+    """
+    if init == "release":
+        return hk.initializers.Constant(0.0), hk.initializers.Constant(0.0)
+    if init == "book":
+        return hk.initializers.VarianceScaling(1.0, "fan_in", "truncated_normal"), jnp.ones
+    raise ValueError(f"init must be one of {INITS}, got {init!r}")
+
+
+class Linear(hk.Module):
+    """``y = x @ w`` without bias. ``w`` is stored in float32 and cast to ``x``'s dtype."""
+
+    def __init__(self, output_size: int, *, init: str, name: str):
+        super().__init__(name=name)
+        self.output_size = output_size
+        self.w_init = initializers(init)[0]
+
+    def __call__(self, x: jax.Array) -> jax.Array:  # [..., I] -> [..., O]
+        w = hk.get_parameter("w", [x.shape[-1], self.output_size], jnp.float32, self.w_init)
+        return jnp.dot(x, w.astype(x.dtype))
+
+
+class RMSNorm(hk.Module):
+    """``scale * x / sqrt(mean(x^2) + eps)``, computed in float32, returned in ``x``'s dtype."""
+
+    def __init__(self, *, init: str, name: str):
+        super().__init__(name=name)
+        self.scale_init = initializers(init)[1]
+
+    def __call__(self, x: jax.Array) -> jax.Array:  # [..., D] -> [..., D]
+        scale = hk.get_parameter("scale", [x.shape[-1]], jnp.float32, self.scale_init)
+        x32 = x.astype(jnp.float32)
+        normed = x32 * jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + RMS_EPS)
+        return (scale * normed).astype(x.dtype)
+
+
+def rotate_half(x: jax.Array) -> jax.Array:
+    """Split the last axis into halves ``(x1, x2)`` and return ``(-x2, x1)``."""
+    x1, x2 = jnp.split(x, 2, axis=-1)
+    return jnp.concatenate([-x2, x1], axis=-1)
+
+
+def apply_rotary(x: jax.Array) -> jax.Array:
+    """Rotary position embedding at positions ``0..T-1`` of ``x`` [B, T, heads, K].
+
+    Frequencies ``base^(-2i/K)`` for ``i < K/2``, tiled over both halves
+    ("rotate half" convention); computed in float32, returned in ``x``'s dtype.
+    """
+    _, t, _, k = x.shape
+    inv_freq = 1.0 / (ROTARY_BASE ** (jnp.arange(0, k, 2, dtype=jnp.float32) / k))  # [K/2]
+    phase = jnp.arange(t, dtype=jnp.float32)[:, None] * inv_freq[None, :]  # [T, K/2]
+    phase = jnp.tile(phase, (1, 2))[None, :, None, :]  # [1, T, 1, K]
+    return (x * jnp.cos(phase) + rotate_half(x) * jnp.sin(phase)).astype(x.dtype)
+
+
+def _soft_cap(logits: jax.Array, multiplier: float) -> jax.Array:
+    """Scale raw ``q . k`` (no ``1/sqrt(K)``) and squash: ``30 tanh(m * logits / 30)``, float32."""
+    logits = logits.astype(jnp.float32) * multiplier
+    return SOFT_CAP * jnp.tanh(logits / SOFT_CAP)
+
+
+def _attention_weights(logits: jax.Array, mask: jax.Array, dtype) -> jax.Array:
+    """Masked softmax over the last axis in float32, cast to the activation dtype.
+
+    A row whose keys are all masked gets uniform weights over every key (all
+    logits equal ``MASK_VALUE``); :func:`isolated_attention` reproduces that.
+    """
+    return jax.nn.softmax(jnp.where(mask, logits, MASK_VALUE)).astype(dtype)
+
+
+def ranking_mask(padding_mask: jax.Array, candidate_start: int) -> jax.Array:
+    """The release's ranking mask ``[B, 1, T, T]`` (query, key): causal, candidates isolated.
+
+    Lower-triangular over all positions, then the candidate block is cleared and
+    its diagonal restored: the context is causal, candidate ``i`` sees the whole
+    context and itself. Multiplied by the padding mask of the keys.
+    """
+    t = padding_mask.shape[1]
+    idx = jnp.arange(t)
+    causal = idx[:, None] >= idx[None, :]
+    in_candidates = (idx[:, None] >= candidate_start) & (idx[None, :] >= candidate_start)
+    structure = causal & (~in_candidates | (idx[:, None] == idx[None, :]))
+    return (structure[None] & padding_mask[:, None, :])[:, None]
+
+
+def causal_mask(padding_mask: jax.Array) -> jax.Array:
+    """Plain causal mask ``[B, 1, T, T]`` times the keys' padding mask (the retrieval tower)."""
+    t = padding_mask.shape[1]
+    causal = jnp.tril(jnp.ones((t, t), bool))
+    return (causal[None] & padding_mask[:, None, :])[:, None]
+
+
+def masked_attention(q, k, v, mask, multiplier: float) -> jax.Array:
+    """Attention over all positions under ``mask`` [B, 1, T, T].
+
+    Args:
+      q: ``[B, T, Hkv, G, K]`` (rotary applied). k, v: ``[B, T, Hkv, K]``.
+
+    Returns:
+      ``[B, T, Hkv, G, K]``.
+    """
+    logits = _soft_cap(jnp.einsum("bthgk,bshk->bhgts", q, k), multiplier)  # [B, Hkv, G, T, T]
+    weights = _attention_weights(logits, mask[:, :, None], q.dtype)
+    return jnp.einsum("bhgts,bshk->bthgk", weights, v)
+
+
+def isolated_attention(q, k, v, padding_mask, candidate_start: int, multiplier: float):
+    """The same function as ``masked_attention`` under :func:`ranking_mask`, linear in C.
+
+    The context keys/values ``[B, N, ...]`` are shared by every candidate, so each
+    candidate needs only its logits against them plus one logit against itself.
+    Every candidate keeps its own rotary position ``N + c`` because q and k were
+    rotated over the full sequence before this function.
+
+    Args:
+      q: ``[B, T, Hkv, G, K]``. k, v: ``[B, T, Hkv, K]``. padding_mask: bool ``[B, T]``.
+
+    Returns:
+      ``[B, T, Hkv, G, K]``, equal to the masked path up to float rounding.
+    """
+    n, dtype = candidate_start, q.dtype
+    ctx_valid = padding_mask[:, :n]  # [B, N]
+
+    # Context: causal self-attention among user + history, [B, Hkv, G, N, N].
+    ctx_mask = jnp.tril(jnp.ones((n, n), bool))[None] & ctx_valid[:, None, :]  # [B, N, N]
+    ctx_logits = _soft_cap(jnp.einsum("bthgk,bshk->bhgts", q[:, :n], k[:, :n]), multiplier)
+    ctx_out = jnp.einsum(
+        "bhgts,bshk->bthgk",
+        _attention_weights(ctx_logits, ctx_mask[:, None, None], dtype),
+        v[:, :n],
+    )
+
+    # Candidates: logits against the N context keys and against their own key, [B, Hkv, G, C, N+1].
+    qc, kc, vc = q[:, n:], k[:, n:], v[:, n:]
+    to_context = jnp.einsum("bchgk,bshk->bhgcs", qc, k[:, :n])
+    to_self = jnp.einsum("bchgk,bchk->bhgc", qc, kc)[..., None]
+    logits = _soft_cap(jnp.concatenate([to_context, to_self], axis=-1), multiplier)
+    c = qc.shape[1]
+    cand_mask = jnp.concatenate(  # [B, C, N+1]
+        [
+            jnp.broadcast_to(ctx_valid[:, None, :], (ctx_valid.shape[0], c, n)),
+            padding_mask[:, n:, None],
+        ],
+        axis=-1,
+    )
+    weights = _attention_weights(logits, cand_mask[:, None, None], dtype)
+    cand_out = jnp.einsum("bhgcs,bshk->bchgk", weights[..., :n], v[:, :n])
+    cand_out += jnp.einsum("bhgc,bchk->bchgk", weights[..., n], vc)
+
+    # A query that sees no key at all gets, as in the masked path, the mean value over all T.
+    blind = ~jnp.concatenate([ctx_mask.any(-1), cand_mask.any(-1)], axis=1)  # [B, T]
+    mean_v = jnp.mean(v.astype(jnp.float32), axis=1).astype(dtype)  # [B, Hkv, K]
+    out = jnp.concatenate([ctx_out, cand_out], axis=1)
+    return jnp.where(blind[:, :, None, None, None], mean_v[:, None, :, None, :], out)
+
+
+class MultiHeadAttention(hk.Module):
+    """Grouped-query attention with rotary embeddings, soft-capped logits and no bias."""
+
+    def __init__(self, config: TransformerConfig, *, attention: str, init: str):
+        super().__init__(name="multi_head_attention")
+        self.config, self.attention, self.init = config, attention, init
+
+    def __call__(self, x, padding_mask, candidate_start: int | None) -> jax.Array:
+        """``x`` [B, T, D], ``padding_mask`` bool [B, T] -> [B, T, D]."""
+        cfg = self.config
+        b, t, d = x.shape
+        hkv, g, ksz = cfg.num_kv_heads, cfg.num_q_heads // cfg.num_kv_heads, cfg.key_size
+
+        def project(name, heads):
+            return Linear(heads * ksz, init=self.init, name=name)(x).reshape(b, t, heads, ksz)
+
+        q = apply_rotary(project("query", cfg.num_q_heads)).reshape(b, t, hkv, g, ksz)
+        k = apply_rotary(project("key", hkv))
+        v = project("value", hkv)
+        m = cfg.attn_output_multiplier
+        if candidate_start is None:
+            out = masked_attention(q, k, v, causal_mask(padding_mask), m)
+        elif self.attention == "masked":
+            out = masked_attention(q, k, v, ranking_mask(padding_mask, candidate_start), m)
+        else:
+            out = isolated_attention(q, k, v, padding_mask, candidate_start, m)
+        return Linear(d, init=self.init, name="linear")(out.reshape(b, t, -1))
+
+
+class DecoderLayer(hk.Module):
+    """One pre- and post-normed attention sublayer and one gated-GELU FFN sublayer."""
+
+    def __init__(self, config: TransformerConfig, index: int, *, attention: str, init: str):
+        super().__init__(name=f"decoder_layer_{index}")
+        self.config, self.attention, self.init = config, attention, init
+
+    def __call__(self, h, padding_mask, candidate_start: int | None) -> jax.Array:
+        """``h`` [B, T, D] -> [B, T, D]."""
+        init, d = self.init, h.shape[-1]
+        attn = MultiHeadAttention(self.config, attention=self.attention, init=init)
+        a = attn(RMSNorm(init=init, name="rms_norm")(h), padding_mask, candidate_start)
+        h = h + RMSNorm(init=init, name="rms_norm_1")(a)
+
+        x = RMSNorm(init=init, name="rms_norm_2")(h)
+        f = ffn_size(d, self.config.widening_factor)
+        gate = jax.nn.gelu(Linear(f, init=init, name="linear")(x))  # tanh approximation
+        ffn = Linear(d, init=init, name="linear_1")(gate * Linear(f, init=init, name="linear_v")(x))
+        return h + RMSNorm(init=init, name="rms_norm_3")(ffn)
+
+
+class Transformer(hk.Module):
+    """A stack of ``num_layers`` decoder layers (no final norm; the models add their own)."""
+
+    def __init__(
+        self, config: TransformerConfig, *, attention: str = "isolated", init: str = "book"
+    ):
+        super().__init__(name="transformer")
+        if attention not in ATTENTION_PATHS:
+            raise ValueError(f"attention must be one of {ATTENTION_PATHS}, got {attention!r}")
+        initializers(init)  # validates the name
+        self.config, self.attention, self.init = config, attention, init
+
+    def __call__(self, embeddings, padding_mask, candidate_start_offset: int | None = None):
+        """``embeddings`` [B, T, D], ``padding_mask`` bool [B, T] -> [B, T, D].
+
+        With ``candidate_start_offset`` the ranking mask (candidates isolated);
+        without it a plain causal mask.
+        """
+        h = embeddings
+        for i in range(self.config.num_layers):
+            layer = DecoderLayer(self.config, i, attention=self.attention, init=self.init)
+            h = layer(h, padding_mask, candidate_start_offset)
+        return h

@@ -1,0 +1,394 @@
+"""The Phoenix ranker and retriever: parameter trees, numerics, candidate isolation, bad input."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import phoenix_lib as pl
+from phoenix_lib import tables
+from phoenix_lib.config import demo_ranker_config, demo_retrieval_config
+from phoenix_lib.inputs import random_batch
+from phoenix_lib.transformer import ffn_size
+
+# The fact sheet's table (shared/reference/phoenix-architecture.md) for D = 128,
+# 19 actions, 2 layers, 2 hashes per entity, vocabulary 16.
+RANKER_TREE = {
+    ("phoenix_model", "product_surface_embedding_table"): (16, 128),
+    ("phoenix_model", "action_projection"): (19, 128),
+    ("phoenix_model", "proj_mat_1"): (256, 128),
+    ("phoenix_model", "proj_mat_3"): (768, 128),
+    ("phoenix_model", "proj_mat_2"): (640, 128),
+    ("phoenix_model", "unembeddings"): (128, 19),
+    ("phoenix_model/rms_norm", "scale"): (128,),
+}
+LAYER_TREE = {
+    ("rms_norm", "scale"): (128,),
+    ("multi_head_attention/query", "w"): (128, 128),
+    ("multi_head_attention/key", "w"): (128, 128),
+    ("multi_head_attention/value", "w"): (128, 128),
+    ("multi_head_attention/linear", "w"): (128, 128),
+    ("rms_norm_1", "scale"): (128,),
+    ("rms_norm_2", "scale"): (128,),
+    ("linear_v", "w"): (128, 176),
+    ("linear", "w"): (128, 176),
+    ("linear_1", "w"): (176, 128),
+    ("rms_norm_3", "scale"): (128,),
+}
+for _i in range(2):
+    for (_module, _name), _shape in LAYER_TREE.items():
+        RANKER_TREE[(f"transformer/decoder_layer_{_i}/{_module}", _name)] = _shape
+RETRIEVAL_TREE = {
+    **{k: v for k, v in RANKER_TREE.items() if k[0].startswith("transformer/")},
+    ("phoenix_retrieval_model", "product_surface_embedding_table"): (16, 128),
+    ("phoenix_retrieval_model", "action_projection"): (19, 128),
+    ("phoenix_retrieval_model", "proj_mat_1"): (256, 128),
+    ("phoenix_retrieval_model", "proj_mat_3"): (768, 128),
+    (
+        "phoenix_retrieval_model/~build_candidate_representation/candidate_tower",
+        "candidate_tower_projection_1",
+    ): (512, 256),
+    (
+        "phoenix_retrieval_model/~build_candidate_representation/candidate_tower",
+        "candidate_tower_projection_2",
+    ): (256, 128),
+}
+
+
+def _tree(params):
+    return {(m, n): tuple(v.shape) for m, entries in params.items() for n, v in entries.items()}
+
+
+def _inputs(config, *, batch_size=2, num_candidates=4, seed=0, history_fill=0.7, buckets=64):
+    batch = random_batch(
+        config,
+        batch_size=batch_size,
+        num_candidates=num_candidates,
+        num_buckets=buckets,
+        seed=seed,
+        history_fill=history_fill,
+    )
+    t = tables.init_tables(
+        jax.random.PRNGKey(seed),
+        num_user_buckets=buckets,
+        num_post_buckets=buckets,
+        num_author_buckets=buckets,
+        dim=config.emb_size,
+    )
+    return batch, tables.embed(t, batch)
+
+
+@pytest.fixture(scope="module")
+def demo():
+    config = demo_ranker_config(fprop_dtype=jnp.float32, history_seq_len=6)
+    batch, emb = _inputs(config)
+    params = jax.jit(pl.make_ranker(config).init)(jax.random.PRNGKey(0), batch, emb)
+    return config, batch, emb, params
+
+
+def test_ranker_parameter_tree_is_the_release_tree(demo):
+    *_, params = demo
+    assert _tree(params) == RANKER_TREE
+    assert all(v.dtype == jnp.float32 for e in params.values() for v in e.values())
+
+
+def test_retriever_parameter_tree_is_the_release_tree():
+    config = demo_retrieval_config(fprop_dtype=jnp.float32, history_seq_len=6)
+    batch, emb = _inputs(config)
+    params = jax.jit(pl.make_retriever(config).init)(jax.random.PRNGKey(0), batch, emb)
+    assert _tree(params) == RETRIEVAL_TREE
+    assert all(v.dtype == jnp.float32 for e in params.values() for v in e.values())
+
+
+def test_parameter_shapes_follow_the_config():
+    model = pl.TransformerConfig(
+        emb_size=32, key_size=8, num_q_heads=4, num_kv_heads=2, num_layers=3, widening_factor=3.0
+    )
+    hashes = pl.HashConfig(num_user_hashes=3, num_item_hashes=1, num_author_hashes=2)
+    config = pl.PhoenixModelConfig(
+        model=model,
+        emb_size=32,
+        num_actions=5,
+        history_seq_len=4,
+        hash_config=hashes,
+        product_surface_vocab_size=7,
+        fprop_dtype=jnp.float32,
+    )
+    batch, emb = _inputs(config)
+    tree = _tree(jax.eval_shape(pl.make_ranker(config).init, jax.random.PRNGKey(0), batch, emb))
+    assert tree[("phoenix_model", "proj_mat_1")] == (3 * 32, 32)
+    assert tree[("phoenix_model", "proj_mat_3")] == ((1 + 2 + 2) * 32, 32)
+    assert tree[("phoenix_model", "proj_mat_2")] == ((1 + 2 + 1) * 32, 32)
+    assert tree[("phoenix_model", "product_surface_embedding_table")] == (7, 32)
+    assert tree[("phoenix_model", "unembeddings")] == (32, 5)
+    layer = "transformer/decoder_layer_2"
+    assert tree[(f"{layer}/multi_head_attention/query", "w")] == (32, 4 * 8)
+    assert tree[(f"{layer}/multi_head_attention/key", "w")] == (32, 2 * 8)
+    assert tree[(f"{layer}/linear_v", "w")] == (32, ffn_size(32, 3.0))
+    assert ("transformer/decoder_layer_3/linear", "w") not in tree
+
+
+@pytest.mark.parametrize(
+    ("d", "w", "f"), [(128, 2.0, 176), (128, 4.0, 344), (64, 2.0, 88), (8, 1.0, 8)]
+)
+def test_ffn_size_rounds_up_to_multiple_of_8(d, w, f):
+    assert ffn_size(d, w) == f
+    assert f % 8 == 0 and 0 <= f - int(w * d) * 2 // 3 < 8
+
+
+def _max_rel(a, b):
+    """max |a - b| relative to the largest |b| (a normwise relative error)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return np.abs(a - b).max() / max(np.abs(b).max(), 1e-30)
+
+
+SMALL = pl.TransformerConfig(
+    emb_size=16,
+    key_size=8,
+    num_q_heads=4,
+    num_kv_heads=2,
+    num_layers=2,
+    widening_factor=2.0,
+    attn_output_multiplier=0.25,
+)
+
+
+@pytest.mark.parametrize("num_candidates", [1, 3, 9])
+@settings(max_examples=25)
+@given(seed=st.integers(0, 2**16), fill=st.sampled_from([0.0, 0.3, 1.0]), pad=st.integers(0, 3))
+def test_isolated_and_masked_paths_give_the_same_logits(num_candidates, seed, fill, pad):
+    config = pl.PhoenixModelConfig(
+        model=SMALL, emb_size=16, num_actions=3, history_seq_len=5, fprop_dtype=jnp.float32
+    )
+    batch, emb = _inputs(
+        config, batch_size=3, num_candidates=num_candidates, seed=seed, history_fill=fill
+    )
+    # Padding patterns: pad=1 pads some candidates, pad=2 pads row 0 entirely, pad=3 both.
+    hashes = {k: np.array(v) for k, v in batch._asdict().items()}
+    if pad in (1, 3):
+        hashes["candidate_post_hashes"][:, ::2] = 0
+    if pad in (2, 3):
+        for name in ("user_hashes", "history_post_hashes", "candidate_post_hashes"):
+            hashes[name][0] = 0
+        hashes["history_actions"][0] = 0
+    batch = pl.RecsysBatch(**hashes)
+    emb = tables.embed(_TABLES, batch)
+    params = _random_params(config, batch, emb, seed)
+    fast = _apply(config, "isolated")(params, batch, emb)
+    slow = _apply(config, "masked")(params, batch, emb)
+    assert fast.shape == (3, num_candidates, 3)
+    assert _max_rel(fast, slow) <= 1e-5
+
+
+_TABLES = tables.init_tables(
+    jax.random.PRNGKey(7), num_user_buckets=64, num_post_buckets=64, num_author_buckets=64, dim=16
+)
+_APPLY_CACHE = {}
+
+
+def _jit_init(config):
+    key = (id(config.model), config.history_seq_len, "init")
+    if key not in _APPLY_CACHE:
+        _APPLY_CACHE[key] = jax.jit(pl.make_ranker(config).init)
+    return _APPLY_CACHE[key]
+
+
+def _apply(config, attention):
+    key = (id(config.model), config.history_seq_len, attention)
+    if key not in _APPLY_CACHE:
+        _APPLY_CACHE[key] = jax.jit(pl.make_ranker(config, attention=attention).apply)
+    return _APPLY_CACHE[key]
+
+
+def _random_params(config, batch, emb, seed):
+    """Book init, then every leaf (norm scales included) jittered so no parameter is special."""
+    params = _jit_init(config)(jax.random.PRNGKey(seed), batch, emb)
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    keys = jax.random.split(jax.random.PRNGKey(seed + 1), len(leaves))
+    leaves = [x + 0.3 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys, strict=True)]
+    return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+@pytest.mark.parametrize("attention", ["isolated", "masked"])
+def test_other_candidates_do_not_change_a_candidates_logits_at_all(demo, attention):
+    config, batch, emb, params = demo
+    apply = jax.jit(pl.make_ranker(config, attention=attention).apply)
+    base = apply(params, batch, emb)
+    other = batch._replace(
+        candidate_post_hashes=np.array(batch.candidate_post_hashes).copy(),
+        candidate_product_surface=np.array(batch.candidate_product_surface).copy(),
+    )
+    other.candidate_post_hashes[:, 1:] = (other.candidate_post_hashes[:, 1:] * 7) % 63 + 1
+    other.candidate_product_surface[:, 1:] = 15 - other.candidate_product_surface[:, 1:]
+    changed = apply(params, other, tables.embed(_demo_tables(), other))
+    assert not np.allclose(base[:, 1:], changed[:, 1:])  # the others did change ...
+    np.testing.assert_array_equal(base[:, 0], changed[:, 0])  # ... candidate 0 did not, bit for bit
+
+
+def _demo_tables():
+    return tables.init_tables(
+        jax.random.PRNGKey(0),
+        num_user_buckets=64,
+        num_post_buckets=64,
+        num_author_buckets=64,
+        dim=128,
+    )
+
+
+def test_candidate_slot_changes_logits_through_rotary_phase(demo):
+    config, batch, emb, params = demo
+    apply = jax.jit(pl.make_ranker(config).apply)
+    order = np.array([3, 1, 2, 0])  # swap candidates 0 and 3
+    swapped = batch._replace(
+        candidate_post_hashes=np.asarray(batch.candidate_post_hashes)[:, order],
+        candidate_author_hashes=np.asarray(batch.candidate_author_hashes)[:, order],
+        candidate_product_surface=np.asarray(batch.candidate_product_surface)[:, order],
+    )
+    a = apply(params, batch, emb)
+    b = apply(params, swapped, tables.embed(_demo_tables(), swapped))
+    diff = np.abs(np.asarray(a[:, 0]) - np.asarray(b[:, 3]))
+    assert diff.max() > 1e-4  # same content, different slot: different logits
+    np.testing.assert_allclose(a[:, 1:3], b[:, 1:3], rtol=0, atol=0)  # untouched slots unchanged
+
+
+def test_release_initialisation_gives_one_half_and_no_gradient(demo):
+    config, batch, emb, _ = demo
+    ranker = pl.make_ranker(config, init="release")
+    params = jax.jit(ranker.init)(jax.random.PRNGKey(0), batch, emb)
+    probs = jax.nn.sigmoid(jax.jit(ranker.apply)(params, batch, emb))
+    np.testing.assert_array_equal(probs, 0.5)
+
+    def loss(p):
+        return jnp.mean(ranker.apply(p, batch, emb) - 1.0) ** 2
+
+    grads = jax.jit(jax.grad(loss))(params)
+    transformer_grads = [
+        g for m, e in grads.items() if m.startswith("transformer") for g in e.values()
+    ]
+    assert all(float(jnp.abs(g).max()) == 0.0 for g in transformer_grads)
+
+
+def test_bfloat16_runs_and_tracks_float32(demo):
+    config, batch, emb, params = demo
+    bf16 = dataclasses.replace(config, fprop_dtype=jnp.bfloat16)
+    low = jax.jit(pl.make_ranker(bf16).apply)(params, batch, emb)
+    high = jax.jit(pl.make_ranker(config).apply)(params, batch, emb)
+    assert low.dtype == jnp.bfloat16 and high.dtype == jnp.float32
+    assert _max_rel(low.astype(jnp.float32), high) < 0.05
+
+
+def test_retriever_outputs_are_unit_vectors_and_top_k_is_exact():
+    config = demo_retrieval_config(fprop_dtype=jnp.float32, history_seq_len=6)
+    batch, emb = _inputs(config, num_candidates=5)
+    retriever = pl.make_retriever(config)
+    out = jax.jit(retriever.apply)(
+        jax.jit(retriever.init)(jax.random.PRNGKey(0), batch, emb), batch, emb
+    )
+    assert out.user_representation.shape == (2, 128)
+    assert out.candidate_representation.shape == (2, 5, 128)
+    np.testing.assert_allclose(jnp.linalg.norm(out.user_representation, axis=-1), 1, atol=1e-6)
+    np.testing.assert_allclose(jnp.linalg.norm(out.candidate_representation, axis=-1), 1, atol=1e-6)
+
+    corpus = out.candidate_representation.reshape(-1, 128)  # [10, D]
+    mask = np.arange(10) % 3 != 0
+    top = pl.retrieve_top_k(out.user_representation, corpus, 4, corpus_mask=mask)
+    scores = np.array(out.user_representation @ corpus.T)
+    scores[:, ~mask] = -np.inf
+    np.testing.assert_array_equal(top.indices, np.argsort(-scores, axis=1)[:, :4])
+    np.testing.assert_allclose(top.scores, np.sort(scores, axis=1)[:, ::-1][:, :4], rtol=1e-6)
+    with pytest.raises(ValueError, match="k must be"):
+        pl.retrieve_top_k(out.user_representation, corpus, 11)
+
+
+def test_save_and_load_round_trip_bit_exactly(demo, tmp_path):
+    config, batch, emb, params = demo
+    path = tmp_path / "ranker.npz"
+    pl.save_params(path, params)
+    loaded = pl.load_params(path)
+    assert _tree(loaded) == _tree(params)
+    for module, entries in params.items():
+        for name, value in entries.items():
+            np.testing.assert_array_equal(loaded[module][name], value)
+            assert loaded[module][name].dtype == value.dtype
+    ranker = pl.make_ranker(config)
+    np.testing.assert_array_equal(
+        ranker.apply(loaded, batch, emb), ranker.apply(params, batch, emb)
+    )
+
+
+def _bad(batch, **changes):
+    return batch._replace(**{k: np.asarray(v) for k, v in changes.items()})
+
+
+@pytest.mark.parametrize(
+    ("mutate", "error", "field"),
+    [
+        (lambda b: _bad(b, user_hashes=np.ones((2, 3), np.int32)), ValueError, "user_hashes"),
+        (
+            lambda b: _bad(b, history_post_hashes=np.ones((2, 5, 2), np.int32)),
+            ValueError,
+            "history_post_hashes",
+        ),
+        (
+            lambda b: _bad(b, history_author_hashes=np.ones((2, 6, 1), np.int32)),
+            ValueError,
+            "history_author_hashes",
+        ),
+        (
+            lambda b: _bad(b, history_actions=np.zeros((2, 6, 18), np.float32)),
+            ValueError,
+            "history_actions",
+        ),
+        (
+            lambda b: _bad(b, candidate_author_hashes=np.ones((2, 3, 2), np.int32)),
+            ValueError,
+            "candidate_author_hashes",
+        ),
+        (
+            lambda b: _bad(b, candidate_product_surface=np.full((2, 4), 16, np.int32)),
+            ValueError,
+            "candidate_product_surface",
+        ),
+        (
+            lambda b: _bad(b, history_product_surface=np.full((2, 6), -1, np.int32)),
+            ValueError,
+            "history_product_surface",
+        ),
+        (
+            lambda b: _bad(b, history_actions=np.full((2, 6, 19), 0.5, np.float32)),
+            ValueError,
+            "history_actions",
+        ),
+        (lambda b: _bad(b, user_hashes=np.ones((2, 2), np.float32)), TypeError, "user_hashes"),
+        (
+            lambda b: _bad(b, candidate_post_hashes=-np.ones((2, 4, 2), np.int32)),
+            ValueError,
+            "candidate_post_hashes",
+        ),
+    ],
+)
+def test_bad_batches_are_refused_naming_the_field(demo, mutate, error, field):
+    config, batch, emb, params = demo
+    with pytest.raises(error, match=field):
+        pl.make_ranker(config).apply(params, mutate(batch), emb)
+
+
+def test_embeddings_that_disagree_with_the_batch_are_refused(demo):
+    config, batch, emb, params = demo
+    wrong_d = emb._replace(user_embeddings=jnp.zeros((2, 2, 64)))
+    with pytest.raises(ValueError, match="user_embeddings"):
+        pl.make_ranker(config).apply(params, batch, wrong_d)
+    with pytest.raises(ValueError, match="history_post_hashes"):
+        pl.make_ranker(dataclasses.replace(config, history_seq_len=7)).apply(params, batch, emb)
+
+
+def test_value_checks_are_skipped_under_jit_but_shape_checks_are_not(demo):
+    config, batch, emb, params = demo
+    apply = jax.jit(pl.make_ranker(config).apply)
+    apply(params, batch, emb)  # traced: no host values needed
+    with pytest.raises(ValueError, match="candidate_author_hashes"):
+        apply(params, _bad(batch, candidate_author_hashes=np.ones((2, 4, 3), np.int32)), emb)
