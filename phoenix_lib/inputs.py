@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from phoenix_lib.hashing import multi_hash
+
 
 class RecsysBatch(NamedTuple):
     """Hash bucket indices and features for one batch. Bucket 0 means padding."""
@@ -189,4 +191,61 @@ def random_batch(
         candidate_product_surface=rng.integers(0, config.product_surface_vocab_size, (b, c)).astype(
             np.int32
         ),
+    )
+
+
+def batch_from_ids(
+    config,
+    *,
+    user_ids,
+    history_post_ids,
+    history_author_ids,
+    history_actions,
+    history_product_surface,
+    history_mask,
+    candidate_post_ids,
+    candidate_author_ids,
+    candidate_product_surface,
+    candidate_mask,
+    num_buckets: tuple[int, int, int],
+) -> RecsysBatch:
+    """Hash raw 64-bit IDs into a :class:`RecsysBatch` (Chapter 1's ``multi_hash``).
+
+    Args:
+      config: sets the number of hash columns per entity.
+      user_ids: ``[B]``; history_*_ids: ``[B, S]``; candidate_*_ids: ``[B, C]``: raw
+        non-negative IDs (any integer form ``multi_hash`` accepts).
+      history_actions: ``[B, S, A]`` 0/1. *_product_surface: ``[B, S]`` / ``[B, C]``.
+      history_mask, candidate_mask: bool, ``True`` for real entries; masked entries
+        get bucket 0 (padding) and their actions are zeroed.
+      num_buckets: table sizes ``(users, posts, authors)``.
+    """
+    hc = config.hash_config
+    nu, npost, na = num_buckets
+    history_mask = np.asarray(history_mask, bool)
+    candidate_mask = np.asarray(candidate_mask, bool)
+    actions = np.asarray(history_actions, np.float32) * history_mask[..., None]
+    return RecsysBatch(
+        user_hashes=multi_hash(user_ids, num_buckets=nu, num_hashes=hc.num_user_hashes),
+        history_post_hashes=multi_hash(
+            history_post_ids, num_buckets=npost, num_hashes=hc.num_item_hashes, mask=history_mask
+        ),
+        history_author_hashes=multi_hash(
+            history_author_ids, num_buckets=na, num_hashes=hc.num_author_hashes, mask=history_mask
+        ),
+        history_actions=actions,
+        history_product_surface=np.asarray(history_product_surface, np.int32),
+        candidate_post_hashes=multi_hash(
+            candidate_post_ids,
+            num_buckets=npost,
+            num_hashes=hc.num_item_hashes,
+            mask=candidate_mask,
+        ),
+        candidate_author_hashes=multi_hash(
+            candidate_author_ids,
+            num_buckets=na,
+            num_hashes=hc.num_author_hashes,
+            mask=candidate_mask,
+        ),
+        candidate_product_surface=np.asarray(candidate_product_surface, np.int32),
     )

@@ -17,14 +17,18 @@ UNEMBEDDING_INIT = hk.initializers.VarianceScaling(1.0, "fan_in", "truncated_nor
 class PhoenixModel(hk.Module):
     """Reduce blocks -> transformer (ranking mask) -> final RMSNorm -> ``unembeddings``."""
 
-    def __init__(self, config: PhoenixModelConfig, transformer: Transformer, *, init: str):
+    def __init__(self, config: PhoenixModelConfig, transformer: Transformer | None, *, init: str):
         super().__init__(name="phoenix_model")
         self.config, self.transformer, self.init = config, transformer, init
+
+    def build_inputs(self, batch: RecsysBatch, embeddings: RecsysEmbeddings):
+        """``(sequence [B, 1+S+C, D], padding_mask [B, 1+S+C], candidate_start_offset)``."""
+        return build_sequence(batch, embeddings, self.config)
 
     def __call__(self, batch: RecsysBatch, embeddings: RecsysEmbeddings) -> jax.Array:
         """Logits ``[B, C, num_actions]`` in ``fprop_dtype``; probabilities are their sigmoid."""
         cfg = self.config
-        sequence, padding_mask, start = build_sequence(batch, embeddings, cfg)
+        sequence, padding_mask, start = self.build_inputs(batch, embeddings)
         h = self.transformer(sequence, padding_mask, candidate_start_offset=start)
         h = RMSNorm(init=self.init, name="rms_norm")(h)[:, start:]  # [B, C, D]
         unembeddings = hk.get_parameter(
@@ -51,5 +55,16 @@ def make_ranker(
     def forward(batch, embeddings):
         transformer = Transformer(config.model, attention=attention, init=init)
         return PhoenixModel(config, transformer, init=init)(batch, embeddings)
+
+    return with_validation(config, hk.without_apply_rng(hk.transform(forward)))
+
+
+def make_input_builder(config: PhoenixModelConfig) -> hk.Transformed:
+    """The ranker's input stage alone: ``apply(params, batch, embeddings)`` ->
+    ``(sequence, padding_mask, candidate_start_offset)``, reading the same
+    ``phoenix_model/...`` parameters as :func:`make_ranker` (pass the ranker's params)."""
+
+    def forward(batch, embeddings):
+        return PhoenixModel(config, transformer=None, init="book").build_inputs(batch, embeddings)
 
     return with_validation(config, hk.without_apply_rng(hk.transform(forward)))
