@@ -67,6 +67,16 @@ class HashConfig:
     num_author_hashes: int = 2
 
 
+def _complete_model_config(config) -> None:
+    """Shared ``__post_init__`` of the two model configs: default hashes, consistent D."""
+    if config.hash_config is None:
+        config.hash_config = HashConfig()
+    if config.model.emb_size != config.emb_size:
+        raise ValueError(
+            f"emb_size {config.emb_size} differs from model.emb_size {config.model.emb_size}"
+        )
+
+
 @dataclasses.dataclass
 class PhoenixModelConfig:
     """The ranker. ``candidate_seq_len`` is the release's nominal C; any C >= 1 is accepted."""
@@ -82,12 +92,7 @@ class PhoenixModelConfig:
     product_surface_vocab_size: int = 16
 
     def __post_init__(self):
-        if self.hash_config is None:
-            self.hash_config = HashConfig()
-        if self.model.emb_size != self.emb_size:
-            raise ValueError(
-                f"emb_size {self.emb_size} differs from model.emb_size {self.model.emb_size}"
-            )
+        _complete_model_config(self)
 
 
 @dataclasses.dataclass
@@ -104,12 +109,7 @@ class PhoenixRetrievalModelConfig:
     product_surface_vocab_size: int = 16
 
     def __post_init__(self):
-        if self.hash_config is None:
-            self.hash_config = HashConfig()
-        if self.model.emb_size != self.emb_size:
-            raise ValueError(
-                f"emb_size {self.emb_size} differs from model.emb_size {self.model.emb_size}"
-            )
+        _complete_model_config(self)
 
 
 def demo_transformer_config(emb_size: int = 128, num_layers: int = 2) -> TransformerConfig:
