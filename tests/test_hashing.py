@@ -7,39 +7,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from phoenix_lib.hashing import multi_hash, murmur_hash3_2x64
-
-
-def _murmur_numpy(ids: np.ndarray, seed: int = 0) -> np.ndarray:
-    """Straight transcription of MurmurHash3 x64-128 on one block (ids, 0), in np.uint64."""
-    u = np.uint64
-
-    def rotl(x, r):
-        return (x << u(r)) | (x >> u(64 - r))
-
-    def fmix(k):
-        k = k ^ (k >> u(33))
-        k = k * u(0xFF51AFD7ED558CCD)
-        k = k ^ (k >> u(33))
-        k = k * u(0xC4CEB9FE1A85EC53)
-        return k ^ (k >> u(33))
-
-    c1, c2 = u(0x87C37B91114253D5), u(0x4CF5AD432745937F)
-    with np.errstate(over="ignore"):
-        h1 = np.full(ids.shape, seed, np.uint64)
-        h2 = h1.copy()
-        h1 ^= rotl(ids * c1, 31) * c2
-        h1 = (rotl(h1, 27) + h2) * u(5) + u(0x52DCE729)
-        k2 = rotl(np.zeros_like(ids) * c2, 33) * c1
-        h2 ^= k2
-        h2 = (rotl(h2, 31) + h1) * u(5) + u(0x38495AB5)
-        h1 ^= u(16)
-        h2 ^= u(16)
-        h1 = h1 + h2
-        h2 = h2 + h1
-        h1, h2 = fmix(h1), fmix(h2)
-        h1 = h1 + h2
-        h2 = h2 + h1
-    return h1 ^ h2
+from phoenix_lib.mpzch_reference import murmur_hash3_2x64_numpy as _murmur_numpy
 
 
 def test_golden_values_from_fbgemm():

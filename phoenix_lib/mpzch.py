@@ -1,0 +1,582 @@
+"""Multi-Probe Zero Collision Hashing (MPZCH): a collision-free ID-to-row table, jitted.
+
+The table maps raw 64-bit IDs to rows ("slots") of an embedding table so that two
+live IDs never share a row. It follows TorchRec's ``HashZchManagedCollisionModule``
+and the FBGEMM kernel under it (``zero_collision_hash``), with two differences
+that change no result FBGEMM can produce (Chapter 6 shows both):
+
+* FBGEMM's only writing kernel is CUDA and resolves concurrent writers with
+  atomics, so its result depends on thread timing. Here a batch is resolved in
+  *rounds* with a fixed rule (below), so the same table and batch give the same
+  result on every run and every backend, and a batch of one ID at a time is
+  exactly FBGEMM's sequential logic.
+* The search for an ID that is already resident scans its whole probe window;
+  FBGEMM's stops at the first empty slot. The two agree on every table FBGEMM
+  builds, because FBGEMM never empties a slot; :func:`sweep` does, and the full
+  scan keeps every resident findable afterwards.
+
+Layout. ``num_slots`` rows split into ``num_buckets`` equal contiguous ranges.
+An ID's bucket is ``id % num_buckets``; its home slot is
+``bucket * bucket_size + murmur_hash3_2x64(id) % bucket_size``; its probe window
+is the ``max_probe`` slots from home on, wrapping inside the bucket.
+
+State. ``identity`` holds the owner of every slot (``-1`` = empty) as two
+``uint32`` planes, so IDs stay exact without JAX's 64-bit mode
+(:func:`identities` gives the ``int64`` view). ``metadata`` holds one ``int32``
+per slot: with eviction on, the hour the slot expires. Time is in hours.
+
+Write rule for one ID ``x`` at hour ``now`` (FBGEMM's, with ``ttl`` per call or per ID):
+
+1. **hit** if ``x`` owns a slot in its window; the slot's metadata becomes
+   ``max(old, now + ttl)`` (a stale write never shortens a fresher expiry).
+2. Otherwise **insert** into the first slot in probe order that is free, or,
+   with ``eviction="ttl"``, free *or expired* (``now > metadata``): TTL recycles
+   an expired slot even when a free one lies further on. With ``eviction="lru"``
+   a free slot is taken if there is one; only when the whole window is owned by
+   others is the expired slot with the smallest metadata evicted (first in probe
+   order on ties). The new owner's metadata is ``max(old, now + ttl)``.
+3. Otherwise a **collision**: the home slot is returned and shared (the table is
+   not changed), or ``-1`` with ``disable_fallback=True``.
+
+Batches. Duplicated IDs are served once (by their first position). Every
+resident ID of the batch is a hit first, so its slot is fresh before any
+eviction is considered. The misses then go in rounds: each picks its slot by
+rule 2 against the current table; when several pick the same slot, the lowest
+batch position wins it and the others pick again in the next round. Every
+round settles at least one ID, so the loop ends.
+
+Counters (TorchRec's meanings): per ID occurrence, ``hit``, ``insert`` (a new ID
+got its own slot, free or evicted), ``eviction`` (an insert that displaced an
+expired ID) and ``collision = total - hit - insert``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from phoenix_lib import u64
+from phoenix_lib.hashing import _check_int, murmur_words
+from phoenix_lib.u64 import U64
+
+EVICTION_POLICIES = (None, "ttl", "lru")
+_EMPTY = np.uint32(0xFFFFFFFF)  # both planes of identity -1
+_MAX_HOUR = 2**31 - 1
+# Counter rows: IDs seen, hits, inserts, evictions, sum of eviction ages (hours).
+_COUNTERS = ("total", "hit", "insert", "eviction", "eviction_age_sum")
+
+
+@functools.partial(
+    jax.tree_util.register_dataclass,
+    data_fields=("identity_hi", "identity_lo", "metadata", "clock", "counters_hi", "counters_lo"),
+    meta_fields=("num_slots", "num_buckets", "max_probe", "eviction", "ttl_hours", "disable_fallback"),
+)
+@dataclasses.dataclass(frozen=True)
+class MpzchState:
+    """An MPZCH table: a pytree whose arrays change and whose settings are static.
+
+    Arrays: ``identity_hi``/``identity_lo`` uint32 ``[num_slots]`` (the owner ID of
+    each slot; all ones = empty), ``metadata`` int32 ``[num_slots]`` (expiry hour;
+    unused without eviction), ``clock`` int32 ``[]`` (latest hour written),
+    ``counters_hi``/``counters_lo`` uint32 ``[5]`` (64-bit counters, see
+    :func:`metrics`).
+    """
+
+    identity_hi: jax.Array
+    identity_lo: jax.Array
+    metadata: jax.Array
+    clock: jax.Array
+    counters_hi: jax.Array
+    counters_lo: jax.Array
+    num_slots: int
+    num_buckets: int
+    max_probe: int
+    eviction: str | None
+    ttl_hours: int
+    disable_fallback: bool
+
+    @property
+    def bucket_size(self) -> int:
+        return self.num_slots // self.num_buckets
+
+    def settings(self) -> dict:
+        """The static settings, as keyword arguments of :func:`create`."""
+        return {
+            "num_slots": self.num_slots,
+            "max_probe": self.max_probe,
+            "num_buckets": self.num_buckets,
+            "eviction": self.eviction,
+            "ttl_hours": self.ttl_hours,
+            "disable_fallback": self.disable_fallback,
+        }
+
+
+def create(
+    num_slots: int,
+    *,
+    max_probe: int = 128,
+    num_buckets: int = 1,
+    eviction: str | None = None,
+    ttl_hours: int = 24,
+    disable_fallback: bool = False,
+) -> MpzchState:
+    """An empty table.
+
+    Args:
+      num_slots: rows of the embedding table behind it, in ``[1, 2**31 - 1]``.
+      max_probe: probe window length, in ``[1, bucket_size]`` (FBGEMM's default 128).
+      num_buckets: equal contiguous ranges; must divide ``num_slots``.
+      eviction: ``None``, ``"ttl"`` or ``"lru"``.
+      ttl_hours: default time to live of a written ID (``write`` may override it
+        per ID), ``>= 0``; used only with eviction.
+      disable_fallback: return ``-1`` instead of the shared home slot when no slot
+        can be found.
+
+    Raises:
+      ValueError / TypeError naming the bad argument.
+    """
+    _check_int("num_slots", num_slots, 1, 2**31 - 1)
+    _check_int("num_buckets", num_buckets, 1, num_slots)
+    if num_slots % num_buckets:
+        raise ValueError(
+            f"num_slots ({num_slots}) must be a multiple of num_buckets ({num_buckets})"
+        )
+    _check_int("max_probe", max_probe, 1, num_slots // num_buckets)
+    if eviction not in EVICTION_POLICIES:
+        raise ValueError(f"eviction must be one of {EVICTION_POLICIES}, got {eviction!r}")
+    _check_int("ttl_hours", ttl_hours, 0, _MAX_HOUR)
+    if not isinstance(disable_fallback, bool):
+        raise TypeError(f"disable_fallback must be a bool, got {type(disable_fallback).__name__}")
+    empty = jnp.full((num_slots,), _EMPTY, jnp.uint32)
+    zeros = jnp.zeros((len(_COUNTERS),), jnp.uint32)
+    return MpzchState(
+        identity_hi=empty,
+        identity_lo=empty,
+        metadata=jnp.zeros((num_slots,), jnp.int32),
+        clock=jnp.zeros((), jnp.int32),
+        counters_hi=zeros,
+        counters_lo=zeros,
+        num_slots=num_slots,
+        num_buckets=num_buckets,
+        max_probe=max_probe,
+        eviction=eviction,
+        ttl_hours=ttl_hours,
+        disable_fallback=disable_fallback,
+    )
+
+
+# --------------------------------------------------------------------------- core
+
+
+def probe_windows(state: MpzchState, x: U64) -> jax.Array:
+    """Slot indices of every ID's probe window, home slot first: int32 ``[N, max_probe]``."""
+    size = state.bucket_size
+    bucket = u64.mod(x, state.num_buckets).astype(jnp.int32)
+    home = u64.mod(murmur_words(x, u64.constant(0)), size).astype(jnp.int32)
+    steps = jnp.arange(state.max_probe, dtype=jnp.int32)
+    return bucket[:, None] * size + (home[:, None] + steps) % size
+
+
+def _find(state: MpzchState, x: U64, window: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Whether each ID owns a slot in its window ``[N]`` bool, and which slot ``[N]`` int32."""
+    owned = (state.identity_hi[window] == x.hi[:, None]) & (
+        state.identity_lo[window] == x.lo[:, None]
+    )
+    first = jnp.argmax(owned, axis=1)
+    return owned.any(axis=1), jnp.take_along_axis(window, first[:, None], axis=1)[:, 0]
+
+
+def _fallback(state: MpzchState, window: jax.Array) -> jax.Array:
+    return jnp.full_like(window[:, 0], -1) if state.disable_fallback else window[:, 0]
+
+
+def _pick(state: MpzchState, window: jax.Array, now: jax.Array):
+    """Rule 2 against the current table: (found [N], slot [N], was_free [N])."""
+    free = (state.identity_hi[window] == _EMPTY) & (state.identity_lo[window] == _EMPTY)
+    any_free = free.any(axis=1)
+    first_free = jnp.argmax(free, axis=1)
+    if state.eviction is None:
+        found, choice = any_free, first_free
+    else:
+        expiry = state.metadata[window]
+        expired = ~free & (now > expiry)
+        if state.eviction == "ttl":
+            usable = free | expired
+            found, choice = usable.any(axis=1), jnp.argmax(usable, axis=1)
+        else:  # lru
+            oldest = jnp.argmin(jnp.where(expired, expiry, _MAX_HOUR), axis=1)
+            found = any_free | expired.any(axis=1)
+            choice = jnp.where(any_free, first_free, oldest)
+    slot = jnp.take_along_axis(window, choice[:, None], axis=1)[:, 0]
+    was_free = jnp.take_along_axis(free, choice[:, None], axis=1)[:, 0]
+    return found, slot, was_free
+
+
+def _first_occurrence(x: U64) -> jax.Array:
+    """For every position, the first position holding the same ID: int32 ``[N]``."""
+    n = x.lo.shape[0]
+    pos = jnp.arange(n, dtype=jnp.int32)
+    hi, lo, order = jax.lax.sort((x.hi, x.lo, pos), num_keys=3)
+    starts = jnp.concatenate([jnp.ones(1, bool), (hi[1:] != hi[:-1]) | (lo[1:] != lo[:-1])])
+    group_start = jax.lax.cummax(jnp.where(starts, pos, 0))
+    return jnp.zeros(n, jnp.int32).at[order].set(order[group_start])
+
+
+def _add_counters(state: MpzchState, values: list[jax.Array]) -> dict:
+    total = u64.add(
+        U64(state.counters_hi, state.counters_lo),
+        U64(jnp.zeros(len(_COUNTERS), jnp.uint32), jnp.stack(values).astype(jnp.uint32)),
+    )
+    return {"counters_hi": total.hi, "counters_lo": total.lo}
+
+
+@jax.jit
+def _write(state: MpzchState, x: U64, now: jax.Array, ttl: jax.Array):
+    """Traceable write of flat IDs ``x`` [N] with per-ID ``ttl`` [N]; see the module docstring."""
+    n = x.lo.shape[0]
+    pos = jnp.arange(n, dtype=jnp.int32)
+    window = probe_windows(state, x)
+    leader = _first_occurrence(x)
+    is_leader = leader == pos
+    expiry = now + ttl
+    evicting = state.eviction is not None
+
+    hit, hit_slot = _find(state, x, window)
+    metadata = state.metadata
+    if evicting:  # refresh every hit before any eviction is considered
+        metadata = metadata.at[jnp.where(hit, hit_slot, state.num_slots)].max(expiry, mode="drop")
+    state = dataclasses.replace(state, metadata=metadata)
+    # Per position: 0 pending, 1 hit, 2 inserted into a free slot, 3 evicted, 4 collision.
+    kind = jnp.where(hit, 1, jnp.where(is_leader, 0, 5)).astype(jnp.int32)
+    slot = jnp.where(hit, hit_slot, -1)
+    age = jnp.zeros(n, jnp.int32)
+
+    def pending(carry):
+        return (carry[1] == 0).any()
+
+    def round_(carry):
+        table, kind, slot, age = carry
+        found, choice, was_free = _pick(table, window, now)
+        contender = (kind == 0) & found
+        target = jnp.where(contender, choice, table.num_slots)
+        claims = jnp.full(table.num_slots, n, jnp.int32).at[target].min(pos, mode="drop")
+        won = contender & (claims[choice] == pos)
+        target = jnp.where(won, choice, table.num_slots)
+        old_expiry = table.metadata[choice]
+        table = dataclasses.replace(
+            table,
+            identity_hi=table.identity_hi.at[target].set(x.hi, mode="drop"),
+            identity_lo=table.identity_lo.at[target].set(x.lo, mode="drop"),
+            metadata=table.metadata.at[target].max(expiry, mode="drop")
+            if evicting
+            else table.metadata,
+        )
+        stuck = (kind == 0) & ~found
+        kind = jnp.where(won, jnp.where(was_free, 2, 3), jnp.where(stuck, 4, kind))
+        slot = jnp.where(won, choice, jnp.where(stuck, _fallback(table, window), slot))
+        age = jnp.where(won & ~was_free, now - old_expiry, age)
+        return table, kind, slot, age
+
+    state, kind, slot, age = jax.lax.while_loop(pending, round_, (state, kind, slot, age))
+    # Repeats follow their first occurrence: a hit, unless that one collided.
+    repeat = kind == 5
+    slot = jnp.where(repeat, slot[leader], slot)
+    kind = jnp.where(repeat, jnp.where(kind[leader] == 4, 4, 1), kind)
+    evicted = jnp.where(kind == 3, slot, -1)
+    counts = [
+        jnp.int32(n),
+        (kind == 1).sum(),
+        ((kind == 2) | (kind == 3)).sum(),
+        (kind == 3).sum(),
+        age.sum(),
+    ]
+    clock = jnp.maximum(state.clock, now)
+    state = dataclasses.replace(state, clock=clock, **_add_counters(state, counts))
+    return state, slot, evicted
+
+
+@jax.jit
+def _lookup(state: MpzchState, x: U64) -> jax.Array:
+    window = probe_windows(state, x)
+    found, slot = _find(state, x, window)
+    return jnp.where(found, slot, _fallback(state, window))
+
+
+# ------------------------------------------------------------------ public entry points
+
+
+def _ids_as_words(ids) -> tuple[U64, tuple[int, ...]]:
+    """Validated IDs -> flat ``U64`` and the original shape. Accepts NumPy/Python/JAX
+    integers or a ``U64`` (the word form, checked only when its values are concrete)."""
+    if isinstance(ids, U64):
+        shape = tuple(ids.lo.shape)
+        if not isinstance(ids.hi, jax.core.Tracer) and ids.hi.size:
+            top = int(np.asarray(ids.hi).max())
+            if top >= 2**31:
+                raise ValueError(
+                    "ids must be non-negative int64 values: a word-form ID has its top bit "
+                    "set (-1 marks an empty slot and is not an ID)"
+                )
+        return U64(jnp.ravel(ids.hi), jnp.ravel(ids.lo)), shape
+    if isinstance(ids, jax.core.Tracer):
+        raise TypeError("inside jax.jit pass ids in word form (phoenix_lib.u64.U64)")
+    raw = np.asarray(ids)
+    if raw.dtype.kind == "i" and (raw == -1).any():
+        raise ValueError("ids must not contain -1: it marks an empty slot in the identity tensor")
+    values = u64.validate_ids(ids, "ids")
+    if values.size and values.max() >= 2**63:
+        raise ValueError(f"ids must fit in int64, got {values.max()}")
+    return u64.from_numpy(values.reshape(-1)), values.shape
+
+
+def _check_hour(state: MpzchState, now_hour) -> jax.Array:
+    """``now_hour`` as int32, checked when concrete: an integer in range, not before the clock."""
+    if isinstance(now_hour, jax.core.Tracer):
+        return now_hour.astype(jnp.int32)
+    array = np.asarray(now_hour)
+    if array.shape != () or not np.issubdtype(array.dtype, np.integer):
+        raise TypeError(f"now_hour must be an integer scalar, got {now_hour!r}")
+    _check_int("now_hour", int(array), 0, _MAX_HOUR)
+    if not isinstance(state.clock, jax.core.Tracer) and int(array) < int(state.clock):
+        raise ValueError(
+            f"now_hour ({int(array)}) is before the table's clock ({int(state.clock)}): "
+            "time must not go backwards"
+        )
+    return jnp.int32(int(array))
+
+
+def write(state: MpzchState, ids, now_hour, ttl_hours=None):
+    """Claim slots for ``ids`` at hour ``now_hour`` (training path).
+
+    Args:
+      state: the table.
+      ids: raw IDs of any shape ``[...]``: non-negative integers (NumPy int64,
+        Python ints, ...) or a ``U64`` word form (the only form usable inside
+        ``jax.jit``). ``-1`` is rejected: it means "empty".
+      now_hour: the current hour, ``>=`` every hour written before.
+      ttl_hours: optional per-ID time to live, int ``[...]`` like ``ids`` or a
+        scalar; defaults to the table's ``ttl_hours``.
+
+    Returns:
+      ``(state, slots, evicted_slots)``: int32 ``[...]`` each. ``slots`` is every
+      ID's row (``-1`` only with ``disable_fallback``); ``evicted_slots`` holds the
+      slot an ID took from an expired owner and ``-1`` elsewhere: reset those rows
+      (:func:`reset_rows`).
+    """
+    x, shape = _ids_as_words(ids)
+    now = _check_hour(state, now_hour)
+    ttl = state.ttl_hours if ttl_hours is None else ttl_hours
+    ttl = jnp.asarray(ttl)
+    if not jnp.issubdtype(ttl.dtype, jnp.integer):
+        raise TypeError(f"ttl_hours must be integers, got dtype {ttl.dtype}")
+    if ttl.shape not in ((), shape):
+        raise ValueError(f"ttl_hours shape {ttl.shape} must be () or the ids shape {shape}")
+    if not isinstance(ttl, jax.core.Tracer) and ttl.size and int(ttl.min()) < 0:
+        raise ValueError(f"ttl_hours must be non-negative, got {int(ttl.min())}")
+    ttl = jnp.broadcast_to(ttl.astype(jnp.int32), shape).reshape(-1)
+    if x.lo.shape[0] == 0:
+        empty = jnp.zeros(shape, jnp.int32)
+        return state, empty, empty
+    state, slots, evicted = _write(state, x, now, ttl)
+    return state, slots.reshape(shape), evicted.reshape(shape)
+
+
+def lookup(state: MpzchState, ids) -> jax.Array:
+    """Read-only slots for ``ids`` ``[...]`` -> int32 ``[...]`` (evaluation and serving).
+
+    The owned slot of a resident ID; for any other ID its home slot, or ``-1``
+    with ``disable_fallback``. Never changes the table.
+    """
+    x, shape = _ids_as_words(ids)
+    if x.lo.shape[0] == 0:
+        return jnp.zeros(shape, jnp.int32)
+    return _lookup(state, x).reshape(shape)
+
+
+@jax.jit
+def _sweep(state: MpzchState, now: jax.Array):
+    occupied = (state.identity_hi != _EMPTY) | (state.identity_lo != _EMPTY)
+    expired = occupied & (now > state.metadata)
+    state = dataclasses.replace(
+        state,
+        identity_hi=jnp.where(expired, _EMPTY, state.identity_hi),
+        identity_lo=jnp.where(expired, _EMPTY, state.identity_lo),
+        metadata=jnp.where(expired, 0, state.metadata),
+        clock=jnp.maximum(state.clock, now),
+    )
+    return state, jnp.where(expired, jnp.arange(state.num_slots, dtype=jnp.int32), -1)
+
+
+def sweep(state: MpzchState, now_hour):
+    """Empty every expired slot without writing anything (an eviction-only pass).
+
+    Returns ``(state, evicted_slots)``, int32 ``[num_slots]``: the slot index where
+    a slot was emptied and ``-1`` elsewhere, ready for :func:`reset_rows`.
+    """
+    if state.eviction is None:
+        raise ValueError("sweep needs a table created with eviction='ttl' or 'lru'")
+    return _sweep(state, _check_hour(state, now_hour))
+
+
+# ------------------------------------------------------------------ rows behind the table
+
+
+@functools.partial(jax.jit, static_argnames=("stddev",))
+def reset_rows(key: jax.Array, table: jax.Array, slots: jax.Array, opt_state=None, *,
+               stddev: float | None = None):
+    """Give the rows at ``slots`` a fresh start: new random rows, zero optimizer moments.
+
+    Args:
+      key: PRNG key for the new rows.
+      table: embedding table ``[num_slots, D]``.
+      slots: int ``[...]`` slot indices; ``-1`` entries are ignored (the padding
+        of ``write``'s and ``sweep``'s ``evicted_slots``).
+      opt_state: optional optax state; every leaf shaped exactly like ``table``
+        (e.g. Adam's ``mu`` and ``nu`` for it) gets those rows zeroed. When two
+        tables share a shape, pass only this table's part of the state.
+      stddev: of the new rows, ``N(0, stddev^2)``; default ``1/sqrt(D)`` as
+        :func:`phoenix_lib.tables.init_tables`.
+
+    Returns:
+      ``(table, opt_state)``.
+    """
+    flat = slots.reshape(-1)
+    target = jnp.where(flat < 0, table.shape[0], flat)
+    scale = stddev if stddev is not None else 1.0 / np.sqrt(table.shape[1])
+    rows = jax.random.normal(key, (flat.shape[0], table.shape[1]), table.dtype) * scale
+    table = table.at[target].set(rows, mode="drop")
+
+    def zero_rows(leaf):
+        if getattr(leaf, "shape", None) == table.shape:
+            return leaf.at[target].set(0, mode="drop")
+        return leaf
+
+    return table, jax.tree_util.tree_map(zero_rows, opt_state)
+
+
+# ------------------------------------------------------------------ export, metrics, files
+
+
+def identities(state: MpzchState) -> np.ndarray:
+    """The identity tensor as NumPy int64 ``[num_slots]`` (``-1`` = empty), TorchRec's layout."""
+    return u64.to_numpy(U64(state.identity_hi, state.identity_lo)).view(np.int64)
+
+
+def from_identities(identity, *, metadata=None, clock: int = 0, **settings) -> MpzchState:
+    """A table holding a given identity tensor (e.g. TorchRec's ``_hash_zch_identities``).
+
+    Args:
+      identity: int64 ``[num_slots]`` or ``[num_slots, 1]``; ``-1`` = empty.
+      metadata: optional int32 ``[num_slots]`` (or ``[num_slots, 1]``) expiry hours.
+      clock: the latest hour already written.
+      **settings: :func:`create`'s keyword arguments except ``num_slots``.
+
+    Raises:
+      ValueError: an ID outside its probe window, an ID in two slots, bad values.
+    """
+    identity = np.asarray(identity)
+    if identity.ndim == 2 and identity.shape[1] == 1:
+        identity = identity[:, 0]
+    if identity.ndim != 1 or not np.issubdtype(identity.dtype, np.integer):
+        raise ValueError(f"identity must be an int64 vector, got {identity.dtype} {identity.shape}")
+    identity = identity.astype(np.int64)
+    if (identity < -1).any():
+        raise ValueError(f"identity holds negative IDs other than -1: {identity.min()}")
+    state = create(identity.shape[0], **settings)
+    live = identity[identity >= 0]
+    if np.unique(live).size != live.size:
+        raise ValueError("identity holds the same ID in two slots")
+    if metadata is None:
+        metadata = np.zeros(identity.shape[0], np.int32)
+    metadata = np.asarray(metadata).reshape(-1)
+    if metadata.shape != identity.shape or not np.issubdtype(metadata.dtype, np.integer):
+        raise ValueError(f"metadata must be int32 [{identity.shape[0]}], got {metadata.shape}")
+    words = u64.from_numpy(identity.view(np.uint64))
+    state = dataclasses.replace(
+        state,
+        identity_hi=words.hi,
+        identity_lo=words.lo,
+        metadata=jnp.asarray(metadata.astype(np.int32)),
+        clock=jnp.int32(clock),
+    )
+    if live.size:
+        slots = np.flatnonzero(identity >= 0)
+        found = np.asarray(lookup(state, live))
+        if not (found == slots).all():
+            bad = live[found != slots][0]
+            raise ValueError(
+                f"ID {bad} lies outside its probe window for these settings "
+                f"(num_buckets={state.num_buckets}, max_probe={state.max_probe})"
+            )
+    return state
+
+
+def counters(state: MpzchState) -> dict[str, int]:
+    """The cumulative 64-bit counters as Python ints."""
+    values = u64.to_numpy(U64(state.counters_hi, state.counters_lo))
+    return dict(zip(_COUNTERS, (int(v) for v in values), strict=True))
+
+
+def reset_counters(state: MpzchState) -> MpzchState:
+    """The same table with its counters at zero (e.g. to measure one hour)."""
+    zeros = jnp.zeros_like(state.counters_hi)
+    return dataclasses.replace(state, counters_hi=zeros, counters_lo=zeros)
+
+
+def metrics(state: MpzchState) -> dict[str, float]:
+    """TorchRec's table metrics since creation (or :func:`reset_counters`).
+
+    ``hit_rate``, ``insert_rate``, ``collision_rate`` (= 1 - hit - insert) and
+    ``eviction_rate``: fractions of IDs written; ``table_usage``: occupied
+    fraction of slots; ``unused_slots``: count of empty slots;
+    ``average_eviction_age``: mean hours an evicted ID had been expired
+    (``now - metadata``) when its slot was taken (``nan`` without evictions).
+    """
+    c = counters(state)
+    total = max(c["total"], 1)
+    used = int(np.count_nonzero(identities(state) != -1))
+    return {
+        "hit_rate": c["hit"] / total,
+        "insert_rate": c["insert"] / total,
+        "collision_rate": (c["total"] - c["hit"] - c["insert"]) / total,
+        "eviction_rate": c["eviction"] / total,
+        "table_usage": used / state.num_slots,
+        "unused_slots": float(state.num_slots - used),
+        "average_eviction_age": c["eviction_age_sum"] / c["eviction"]
+        if c["eviction"]
+        else float("nan"),
+    }
+
+
+def save(path: str | os.PathLike, state: MpzchState) -> None:
+    """Write the table to ``path`` (.npz): identity, metadata, clock, counters, settings."""
+    np.savez(
+        path,
+        identity=identities(state),
+        metadata=np.asarray(state.metadata),
+        clock=np.asarray(state.clock),
+        counters_hi=np.asarray(state.counters_hi),
+        counters_lo=np.asarray(state.counters_lo),
+        settings=np.array(json.dumps(state.settings())),
+    )
+
+
+def load(path: str | os.PathLike) -> MpzchState:
+    """Read a table written by :func:`save`; the round trip is exact."""
+    with np.load(path, allow_pickle=False) as data:
+        settings = json.loads(str(data["settings"]))
+        del settings["num_slots"]
+        state = from_identities(
+            data["identity"], metadata=data["metadata"], clock=int(data["clock"]), **settings
+        )
+        return dataclasses.replace(
+            state,
+            counters_hi=jnp.asarray(data["counters_hi"]),
+            counters_lo=jnp.asarray(data["counters_lo"]),
+        )
