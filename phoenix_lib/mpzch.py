@@ -75,7 +75,14 @@ _COUNTERS = ("total", "hit", "insert", "eviction", "eviction_age_sum")
 @functools.partial(
     jax.tree_util.register_dataclass,
     data_fields=("identity_hi", "identity_lo", "metadata", "clock", "counters_hi", "counters_lo"),
-    meta_fields=("num_slots", "num_buckets", "max_probe", "eviction", "ttl_hours", "disable_fallback"),
+    meta_fields=(
+        "num_slots",
+        "num_buckets",
+        "max_probe",
+        "eviction",
+        "ttl_hours",
+        "disable_fallback",
+    ),
 )
 @dataclasses.dataclass(frozen=True)
 class MpzchState:
@@ -428,8 +435,14 @@ def sweep(state: MpzchState, now_hour):
 
 
 @functools.partial(jax.jit, static_argnames=("stddev",))
-def reset_rows(key: jax.Array, table: jax.Array, slots: jax.Array, opt_state=None, *,
-               stddev: float | None = None):
+def reset_rows(
+    key: jax.Array,
+    table: jax.Array,
+    slots: jax.Array,
+    opt_state=None,
+    *,
+    stddev: float | None = None,
+):
     """Give the rows at ``slots`` a fresh start: new random rows, zero optimizer moments.
 
     Args:

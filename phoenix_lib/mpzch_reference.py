@@ -15,7 +15,7 @@ _U = np.uint64
 
 
 def murmur_hash3_2x64_numpy(ids: np.ndarray, seed: int = 0) -> np.ndarray:
-    """MurmurHash3 x64-128 of the 16-byte block ``(id, 0)`` folded as ``h1 ^ h2``, in ``np.uint64``."""
+    """MurmurHash3 x64-128 of the block ``(id, 0)``, folded as ``h1 ^ h2``; ``np.uint64``."""
     ids = np.asarray(ids).astype(np.uint64)
 
     def rotl(x, r):
@@ -53,8 +53,16 @@ class SequentialTable:
     NumPy arrays; the settings mean what they mean in :func:`phoenix_lib.mpzch.create`.
     """
 
-    def __init__(self, num_slots, *, max_probe=128, num_buckets=1, eviction=None,
-                 ttl_hours=24, disable_fallback=False):
+    def __init__(
+        self,
+        num_slots,
+        *,
+        max_probe=128,
+        num_buckets=1,
+        eviction=None,
+        ttl_hours=24,
+        disable_fallback=False,
+    ):
         self.num_slots, self.max_probe, self.num_buckets = num_slots, max_probe, num_buckets
         self.bucket_size = num_slots // num_buckets
         self.eviction, self.ttl_hours, self.disable_fallback = eviction, ttl_hours, disable_fallback

@@ -1,0 +1,383 @@
+"""MPZCH: the jitted table against the sequential FBGEMM logic, invariants, TorchRec's scenarios."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from phoenix_lib import mpzch, u64
+from phoenix_lib.mpzch_reference import SequentialTable
+
+# A few fixed settings, so that hypothesis explores operation sequences, not compilations.
+SETTINGS = [
+    dict(num_slots=16, max_probe=4, num_buckets=1, eviction=None),
+    dict(num_slots=24, max_probe=3, num_buckets=3, eviction="ttl", ttl_hours=2),
+    dict(num_slots=16, max_probe=8, num_buckets=2, eviction="lru", ttl_hours=1),
+    dict(
+        num_slots=12, max_probe=2, num_buckets=1, eviction="ttl", ttl_hours=0, disable_fallback=True
+    ),
+]
+BIG = 2**40  # some IDs above 32 bits, so both words matter
+id_values = st.one_of(st.integers(0, 40), st.integers(BIG, BIG + 40))
+operations = st.lists(
+    st.one_of(
+        st.tuples(st.just("write"), id_values, st.integers(0, 3)),
+        st.tuples(st.just("lookup"), id_values, st.just(0)),
+        st.tuples(st.just("tick"), st.integers(1, 3), st.just(0)),
+    ),
+    min_size=1,
+    max_size=40,
+)
+
+
+def live_ids(state):
+    ident = mpzch.identities(state)
+    return ident[ident >= 0], np.flatnonzero(ident >= 0)
+
+
+def assert_invariants(state):
+    """Every live ID owns exactly one slot, inside its probe window (NumPy-side check)."""
+    ids, slots = live_ids(state)
+    assert np.unique(ids).size == ids.size
+    reference = SequentialTable(**state.settings())
+    for id_, slot in zip(ids.tolist(), slots.tolist(), strict=True):
+        assert slot in reference.window(id_)
+
+
+@pytest.mark.parametrize("config", range(len(SETTINGS)))
+@settings(max_examples=25)
+@given(ops=operations)
+def test_one_id_at_a_time_equals_the_sequential_kernel(config, ops):
+    kw = SETTINGS[config]
+    table, ref = mpzch.create(**kw), SequentialTable(**kw)
+    hour = 0
+    for op, value, ttl in ops:
+        if op == "tick":
+            hour += value
+        elif op == "lookup":
+            before = jax.tree_util.tree_leaves(table)
+            assert int(mpzch.lookup(table, [value])[0]) == ref.lookup_one(value)
+            for a, b in zip(before, jax.tree_util.tree_leaves(table), strict=True):
+                np.testing.assert_array_equal(a, b)  # read-only never changes state
+        else:
+            table, slots, evicted = mpzch.write(table, [value], hour, ttl_hours=ttl)
+            assert (int(slots[0]), int(evicted[0])) == ref.write_one(value, hour, ttl)
+        np.testing.assert_array_equal(mpzch.identities(table), ref.identity)
+        if kw["eviction"]:
+            np.testing.assert_array_equal(np.asarray(table.metadata), ref.metadata)
+    assert_invariants(table)
+
+
+@pytest.mark.parametrize("config", range(len(SETTINGS)))
+@settings(max_examples=25)
+@given(
+    # One batch length, so that one compilation serves every example.
+    batches=st.lists(st.lists(id_values, min_size=12, max_size=12), min_size=1, max_size=6),
+    steps=st.lists(st.integers(0, 3), min_size=6, max_size=6),
+)
+def test_batched_writes_keep_the_invariants(config, batches, steps):
+    kw = SETTINGS[config]
+    table, hour = mpzch.create(**kw), 0
+    for batch, step in zip(batches, steps, strict=False):
+        hour += step
+        before_ids, before_slots = live_ids(table)
+        before_meta = np.asarray(table.metadata)
+        ident_before = mpzch.identities(table)
+        new, slots, evicted = mpzch.write(table, np.array(batch), hour)
+        again = mpzch.write(table, np.array(batch), hour)  # deterministic
+        for a, b in zip(
+            jax.tree_util.tree_leaves(again),
+            jax.tree_util.tree_leaves((new, slots, evicted)),
+            strict=True,
+        ):
+            np.testing.assert_array_equal(a, b)
+        table, slots, evicted = new, np.asarray(slots), np.asarray(evicted)
+        assert_invariants(table)
+        ident = mpzch.identities(table)
+        batch = np.array(batch)
+        owned = ident[slots.clip(0)] == batch
+        # A resident ID is found where it was, never re-inserted elsewhere.
+        for i, s in zip(before_ids, before_slots, strict=True):
+            if i in batch:
+                assert (slots[batch == i] == s).all()
+        # Duplicates share one slot; an ID either owns its slot or collided.
+        for i in np.unique(batch):
+            assert np.unique(slots[batch == i]).size == 1
+        collided = ~owned
+        assert (slots[collided] == (-1 if kw.get("disable_fallback") else slots[collided])).all()
+        # Only expired slots are evicted, and only with eviction on.
+        changed = np.flatnonzero((ident != ident_before) & (ident_before != -1))
+        np.testing.assert_array_equal(np.sort(np.unique(evicted[evicted >= 0])), changed)
+        if changed.size:
+            assert kw["eviction"] is not None
+            assert (hour > before_meta[changed]).all()
+        # IDs not in the batch and not evicted keep their slots.
+        for i, s in zip(before_ids, before_slots, strict=True):
+            if s not in changed:
+                assert ident[s] == i
+
+
+@given(ids=st.lists(st.integers(0, 2**63 - 2), min_size=60, max_size=60))
+@settings(max_examples=20)
+def test_no_collisions_while_the_window_has_room(ids):
+    # max_probe = bucket_size: the window is the whole bucket, so any ID finds a free
+    # slot while its bucket is not full (60 IDs, two buckets of 64).
+    table = mpzch.create(128, max_probe=64, num_buckets=2)
+    table, slots, _ = mpzch.write(table, np.array(ids, np.int64), 0)
+    assert mpzch.metrics(table)["collision_rate"] == 0
+    unique = np.unique(np.array(ids))
+    assert np.unique(np.asarray(slots)).size == unique.size
+
+
+def test_torchrec_fill_100_ids_into_100_slots():
+    table = mpzch.create(100, max_probe=100)
+    table, slots, evicted = mpzch.write(table, np.arange(100), 0)
+    assert sorted(np.asarray(slots).tolist()) == list(range(100))
+    assert (np.asarray(evicted) == -1).all()
+    m = mpzch.metrics(table)
+    assert m["insert_rate"] == 1 and m["table_usage"] == 1 and m["unused_slots"] == 0
+
+
+def test_torchrec_two_buckets_stay_in_their_ranges():
+    table = mpzch.create(100, max_probe=50, num_buckets=2)
+    ids = np.arange(100)
+    table, slots, _ = mpzch.write(table, ids, 0)
+    slots = np.asarray(slots)
+    assert ((slots < 50) == (ids % 2 == 0)).all()
+    assert np.unique(slots).size == 100
+
+
+def test_torchrec_ttl_fill_age_and_evict_100():
+    table = mpzch.create(100, max_probe=100, eviction="ttl", ttl_hours=2)
+    table, _, _ = mpzch.write(table, np.arange(100), 0)
+    table, slots, evicted = mpzch.write(table, np.arange(1000, 1100), 3)  # now 3 > 0 + 2
+    assert sorted(np.asarray(evicted).tolist()) == list(range(100))
+    np.testing.assert_array_equal(slots, evicted)
+    m = mpzch.metrics(table)
+    assert m["eviction_rate"] == 0.5 and m["collision_rate"] == 0
+    assert m["average_eviction_age"] == 1  # expired at hour 2, taken at hour 3
+
+
+def test_unexpired_slots_are_never_evicted():
+    table = mpzch.create(100, max_probe=100, eviction="ttl", ttl_hours=2)
+    table, _, _ = mpzch.write(table, np.arange(100), 0)
+    full = mpzch.identities(table)
+    table, _, evicted = mpzch.write(table, np.arange(1000, 1100), 2)  # 2 > 2 is false
+    assert (np.asarray(evicted) == -1).all()
+    assert mpzch.metrics(table)["collision_rate"] == 0.5
+    np.testing.assert_array_equal(mpzch.identities(table), full)
+
+
+def test_lru_evicts_the_oldest_expired_slot_and_fills_free_slots_first():
+    table = mpzch.create(4, max_probe=4, eviction="lru", ttl_hours=0)
+    for hour, id_ in enumerate([10, 11, 12, 13]):
+        table, _, _ = mpzch.write(table, [id_], hour)
+    slot_of = dict(
+        zip([10, 11, 12, 13], np.asarray(mpzch.lookup(table, [10, 11, 12, 13])), strict=True)
+    )
+    table, _, _ = mpzch.write(table, [10], 4)  # refresh 10: 11 is now the oldest
+    table, slots, evicted = mpzch.write(table, [99], 5)
+    assert int(evicted[0]) == slot_of[11] == int(slots[0])
+
+
+def same_home(table, count=2):
+    """``count`` IDs whose probe windows start at the same slot."""
+    ids = np.arange(10_000)
+    homes = np.asarray(mpzch.probe_windows(table, u64.from_ids(ids))[:, 0])
+    return ids[homes == homes[0]][:count].tolist()
+
+
+@pytest.mark.parametrize("policy, evicts", [("ttl", True), ("lru", False)])
+def test_ttl_recycles_an_expired_slot_early_while_lru_fills_free_slots_first(policy, evicts):
+    table = mpzch.create(8, max_probe=8, eviction=policy, ttl_hours=0)
+    a, b = same_home(table)
+    table, _, _ = mpzch.write(table, [a], 0)
+    table, slots, evicted = mpzch.write(table, [b], 5)  # a expired; 7 free slots further on
+    assert (int(evicted[0]) >= 0) == evicts
+    assert (int(slots[0]) == int(mpzch.probe_windows(table, u64.from_ids([b]))[0, 0])) == evicts
+
+
+def test_fallback_and_disable_fallback_on_a_full_table():
+    for disable in (False, True):
+        table = mpzch.create(8, max_probe=8, disable_fallback=disable)
+        table, _, _ = mpzch.write(table, np.arange(8), 0)
+        full = mpzch.identities(table)
+        table, slots, _ = mpzch.write(table, [100, 101], 1)
+        np.testing.assert_array_equal(mpzch.identities(table), full)  # nothing written
+        home = np.asarray(mpzch.probe_windows(table, u64.from_ids([100, 101]))[:, 0])
+        np.testing.assert_array_equal(slots, [-1, -1] if disable else home)
+        np.testing.assert_array_equal(mpzch.lookup(table, [100, 101]), slots)
+        assert mpzch.metrics(table)["collision_rate"] == pytest.approx(2 / 10)
+
+
+def test_duplicates_in_a_batch_get_one_slot_and_count_as_hits():
+    table, slots, _ = mpzch.write(mpzch.create(32, max_probe=8), [7, 7, 8, 7], 0)
+    slots = np.asarray(slots)
+    assert slots[0] == slots[1] == slots[3] != slots[2]
+    c = mpzch.counters(table)
+    assert (c["total"], c["insert"], c["hit"]) == (4, 2, 2)
+
+
+def test_conflict_rule_lowest_position_wins():
+    # Two new IDs with the same home slot and a window of one slot: one wins, one collides.
+    table = mpzch.create(16, max_probe=1)
+    a, b = same_home(table)
+    table, slots, _ = mpzch.write(table, [b, a], 0)
+    assert mpzch.identities(table)[int(slots[0])] == b  # position 0 won
+    assert int(slots[1]) == int(slots[0])  # the loser falls back to the shared home slot
+    assert mpzch.metrics(table)["collision_rate"] == 0.5
+
+
+def test_sweep_empties_expired_slots_and_residents_stay_findable():
+    table = mpzch.create(8, max_probe=8, eviction="ttl", ttl_hours=1)
+    table, _, _ = mpzch.write(table, np.arange(8), 0)
+    table, _, _ = mpzch.write(table, np.arange(0, 8, 2), 5)  # refresh the even IDs
+    table, freed = mpzch.sweep(table, 6)  # odd IDs expired at 1 < 6
+    freed = np.asarray(freed)
+    ident = mpzch.identities(table)
+    assert sorted(ident[ident >= 0].tolist()) == [0, 2, 4, 6]
+    assert (ident[freed[freed >= 0]] == -1).all() and (freed >= 0).sum() == 4
+    assert_invariants(table)  # full-window search finds residents behind the holes
+    with pytest.raises(ValueError, match="eviction"):
+        mpzch.sweep(mpzch.create(8, max_probe=8), 0)
+
+
+def test_save_load_and_export_round_trip(tmp_path):
+    table = mpzch.create(64, max_probe=8, num_buckets=4, eviction="lru", ttl_hours=3)
+    table, _, _ = mpzch.write(table, np.array([1, 2**40, 2**62 + 5, 77]), 5)
+    mpzch.save(tmp_path / "t.npz", table)
+    loaded = mpzch.load(tmp_path / "t.npz")
+    assert jax.tree_util.tree_structure(loaded) == jax.tree_util.tree_structure(table)
+    for a, b in zip(
+        jax.tree_util.tree_leaves(loaded), jax.tree_util.tree_leaves(table), strict=True
+    ):
+        np.testing.assert_array_equal(a, b)
+    ident = mpzch.identities(table)
+    assert ident.dtype == np.int64 and sorted(ident[ident >= 0]) == [1, 77, 2**40, 2**62 + 5]
+    again = mpzch.from_identities(
+        ident[:, None],
+        metadata=table.metadata,
+        clock=5,
+        **{k: v for k, v in table.settings().items() if k != "num_slots"},
+    )
+    np.testing.assert_array_equal(mpzch.identities(again), ident)
+
+
+def test_from_identities_rejects_tables_these_settings_cannot_produce():
+    ident = np.full(16, -1, np.int64)
+    home = int(mpzch.probe_windows(mpzch.create(16, max_probe=2), u64.from_ids([5]))[0, 0])
+    ident[(home + 5) % 16] = 5  # beyond a window of 2
+    with pytest.raises(ValueError, match="outside its probe window"):
+        mpzch.from_identities(ident, max_probe=2)
+    ident[:] = -1
+    ident[[0, 1]] = 9
+    with pytest.raises(ValueError, match="two slots"):
+        mpzch.from_identities(ident, max_probe=16)
+    with pytest.raises(ValueError, match="negative"):
+        mpzch.from_identities(np.full(16, -3), max_probe=4)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, name",
+    [
+        (dict(num_slots=10, num_buckets=3), ValueError, "multiple of num_buckets"),
+        (dict(num_slots=10, max_probe=0), ValueError, "max_probe"),
+        (dict(num_slots=10, num_buckets=2, max_probe=6), ValueError, "max_probe"),
+        (dict(num_slots=10, eviction="fifo"), ValueError, "eviction"),
+        (dict(num_slots=10, ttl_hours=-1), ValueError, "ttl_hours"),
+        (dict(num_slots=10.0), TypeError, "num_slots"),
+        (dict(num_slots=10, disable_fallback=1), TypeError, "disable_fallback"),
+    ],
+)
+def test_create_rejects_bad_settings_by_name(kwargs, error, name):
+    kwargs.setdefault("max_probe", 2)
+    with pytest.raises(error, match=name):
+        mpzch.create(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "ids, now, error, match",
+    [
+        (np.array([3, -1]), 0, ValueError, "-1"),
+        (np.array([3, -7]), 0, ValueError, "non-negative"),
+        (np.array([1.0, 2.0]), 0, TypeError, "integers"),
+        (np.array([2**63], np.uint64), 0, ValueError, "int64"),
+        (np.array([1]), -1, ValueError, "now_hour"),
+        (np.array([1]), 1.5, TypeError, "now_hour"),
+        (np.array([1]), 2, ValueError, "backwards"),
+        (
+            u64.U64(jnp.array([2**31], jnp.uint32), jnp.array([0], jnp.uint32)),
+            5,
+            ValueError,
+            "top bit",
+        ),
+    ],
+)
+def test_write_rejects_bad_input_by_name(ids, now, error, match):
+    table, _, _ = mpzch.write(mpzch.create(16, max_probe=4, eviction="ttl"), [1], 3)
+    with pytest.raises(error, match=match):
+        mpzch.write(table, ids, now)
+
+
+def test_word_form_ids_and_per_id_ttl_inside_jit():
+    ids = np.array([5, 2**35 + 1, 5])
+
+    @jax.jit
+    def step(table, words, now):
+        return mpzch.write(table, words, now, ttl_hours=jnp.array([1, 10, 1]))
+
+    table, slots, _ = step(mpzch.create(32, max_probe=8, eviction="ttl"), u64.from_ids(ids), 4)
+    np.testing.assert_array_equal(slots, mpzch.lookup(table, ids))
+    meta = np.asarray(table.metadata)[np.asarray(slots)]
+    assert meta.tolist() == [5, 14, 5]
+
+
+def test_reset_rows_reinitialises_rows_and_zeroes_adam_moments_inside_a_train_step():
+    dim, n = 4, 16
+    table = jnp.ones((n, dim))
+    opt = optax.adam(0.1)
+    opt_state = opt.init(table)
+
+    @jax.jit
+    def train_step(table, opt_state, key, slots, evicted):
+        grads = jax.grad(lambda t: (t[slots] ** 2).sum())(table)
+        updates, opt_state = opt.update(grads, opt_state)
+        table = optax.apply_updates(table, updates)
+        return mpzch.reset_rows(key, table, evicted, opt_state)
+
+    slots = jnp.array([1, 2, 3])
+    table2, opt_state2 = train_step(
+        table, opt_state, jax.random.key(0), slots, jnp.array([-1, 2, -1])
+    )
+    mu, nu = opt_state2[0].mu, opt_state2[0].nu
+    assert (mu[2] == 0).all() and (nu[2] == 0).all()
+    assert (mu[1] != 0).all() and (nu[3] != 0).all() and (mu[5] == 0).all()
+    assert not np.allclose(table2[2], table[2] - 0.1)  # re-drawn, not the Adam update
+    assert np.allclose(table2[1], 0.9) and np.allclose(table2[0], 1)  # untouched rows
+    assert (
+        abs(
+            float(
+                jnp.std(
+                    mpzch.reset_rows(jax.random.key(1), jnp.zeros((4096, 64)), jnp.arange(4096))[0]
+                )
+            )
+            - 1 / 8
+        )
+        < 0.01
+    )
+    # With no optimizer state the table alone is returned alongside None.
+    assert mpzch.reset_rows(jax.random.key(0), table, slots)[1] is None
+
+
+def test_state_is_a_pytree_with_static_settings():
+    table = mpzch.create(32, max_probe=4, eviction="ttl")
+    leaves, treedef = jax.tree_util.tree_flatten(table)
+    assert len(leaves) == 6
+    rebuilt = jax.tree_util.tree_unflatten(treedef, leaves)
+    assert dataclasses.asdict(rebuilt).keys() == dataclasses.asdict(table).keys()
+    assert rebuilt.settings() == table.settings()
