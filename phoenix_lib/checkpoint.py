@@ -1,9 +1,11 @@
-"""Save and load parameter trees as ``.npz`` files keyed by ``module/path/name``.
+"""Save and load parameter trees and whole training states as ``.npz`` files.
 
-The keys are the haiku module path and parameter name joined by ``/``, e.g.
-``transformer/decoder_layer_0/multi_head_attention/query/w``, so a file is
-readable with plain NumPy and maps one-to-one onto the release's tree.
-Round trips are bit-exact.
+Parameters are keyed by the haiku module path and parameter name joined by
+``/``, e.g. ``transformer/decoder_layer_0/multi_head_attention/query/w``, so a
+file is readable with plain NumPy and maps one-to-one onto the release's tree.
+A training state (parameters, tables, optimizer state, step) is keyed by its
+pytree paths and loaded into a template of the same structure. Round trips are
+bit-exact.
 """
 
 from __future__ import annotations
@@ -48,3 +50,35 @@ def load_params(path: str | os.PathLike) -> dict[str, dict[str, np.ndarray]]:
     """Read a tree written by :func:`save_params`, as NumPy arrays."""
     with np.load(path, allow_pickle=False) as data:
         return unflatten_params({key: data[key] for key in data.files})
+
+
+def save_state(path: str | os.PathLike, state) -> None:
+    """Write any pytree of arrays (e.g. a ``TrainState``) to ``path`` (.npz), keyed by path."""
+    leaves = jax.tree_util.tree_flatten_with_path(state)[0]
+    np.savez(path, **{jax.tree_util.keystr(k): np.asarray(jax.device_get(v)) for k, v in leaves})
+
+
+def load_state(path: str | os.PathLike, like):
+    """Read a pytree written by :func:`save_state` into the structure of ``like``.
+
+    Raises:
+      ValueError: the file's keys, shapes or dtypes differ from ``like``'s.
+    """
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(like)
+    with np.load(path, allow_pickle=False) as data:
+        keys = [jax.tree_util.keystr(k) for k, _ in leaves]
+        if sorted(keys) != sorted(data.files):
+            raise ValueError(
+                f"{path} holds keys {sorted(set(data.files) ^ set(keys))} "
+                "that the template does not (or the reverse)"
+            )
+        values = []
+        for key, (_, template) in zip(keys, leaves, strict=True):
+            value = data[key]
+            if value.shape != np.shape(template) or value.dtype != np.asarray(template).dtype:
+                raise ValueError(
+                    f"{key}: file has {value.dtype}{list(value.shape)}, template "
+                    f"{np.asarray(template).dtype}{list(np.shape(template))}"
+                )
+            values.append(value)
+    return jax.tree_util.tree_unflatten(treedef, [jax.numpy.asarray(v) for v in values])

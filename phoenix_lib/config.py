@@ -137,3 +137,20 @@ def demo_retrieval_config(**overrides) -> PhoenixRetrievalModelConfig:
     emb_size = overrides.pop("emb_size", 128)
     fields = {"model": demo_transformer_config(emb_size)}
     return PhoenixRetrievalModelConfig(emb_size=emb_size, **{**fields, **overrides})
+
+
+def book_ranker_config(**overrides) -> PhoenixModelConfig:
+    """The small float32 ranker the book trains on a laptop CPU (Chapters 4, 5 and 7):
+    D = 32, K = 16, 2 layers, S = 32 history items, C = 16 candidates."""
+    fields = dict(emb_size=32, history_seq_len=32, candidate_seq_len=16, fprop_dtype=jnp.float32)
+    config = demo_ranker_config(**{**fields, **overrides})
+    config.model = dataclasses.replace(config.model, key_size=16)
+    return config
+
+
+def book_retrieval_config(**overrides) -> PhoenixRetrievalModelConfig:
+    """The retriever the book trains (Chapter 5): D = 32, K = 16, 2 layers, S = 32, C = 1."""
+    fields = dict(emb_size=32, history_seq_len=32, candidate_seq_len=1, fprop_dtype=jnp.float32)
+    config = demo_retrieval_config(**{**fields, **overrides})
+    config.model = dataclasses.replace(config.model, key_size=16)
+    return config

@@ -101,21 +101,46 @@ def make_retriever(config: PhoenixRetrievalModelConfig) -> hk.Transformed:
     return with_validation(config, hk.without_apply_rng(hk.transform(forward)))
 
 
-@functools.partial(jax.jit, static_argnames="k")
-def _top_k(user_repr, corpus, k, corpus_mask):
+def make_candidate_encoder(config: PhoenixRetrievalModelConfig) -> hk.Transformed:
+    """The candidate tower alone, for encoding a corpus with the retriever's params.
+
+    ``apply(params, post_embeddings [N, Hi, D], author_embeddings [N, Ha, D]) -> [N, D]``
+    reads ``phoenix_retrieval_model/candidate_tower/...`` (pass the retriever's params).
+    """
+
+    def forward(post_embeddings, author_embeddings):
+        model = PhoenixRetrievalModel(config, transformer=None)
+        rows = RecsysEmbeddings(None, None, post_embeddings[None], None, author_embeddings[None])
+        return model.build_candidate_representation(None, rows)[0]
+
+    return hk.without_apply_rng(hk.transform(forward))
+
+
+@functools.partial(jax.jit, static_argnames=("k", "recall_target"))
+def _top_k(user_repr, corpus, k, corpus_mask, recall_target):
     scores = user_repr @ corpus.T  # [B, N]
     scores = jnp.where(corpus_mask[None, :], scores, CORPUS_MASK_SCORE)
-    values, indices = jax.lax.top_k(scores, k)
+    if recall_target is None:
+        values, indices = jax.lax.top_k(scores, k)
+    else:
+        values, indices = jax.lax.approx_max_k(scores, k, recall_target=recall_target)
     return TopK(values, indices)
 
 
-def retrieve_top_k(user_repr, corpus, k: int, corpus_mask=None) -> TopK:
-    """Exact top-``k`` corpus rows by dot product (cosine, for unit vectors).
+def retrieve_top_k(
+    user_repr, corpus, k: int, corpus_mask=None, *, recall_target: float | None = None
+) -> TopK:
+    """Top-``k`` corpus rows by dot product (cosine, for unit vectors).
 
     Args:
       user_repr: ``[B, D]``. corpus: ``[N, D]``. corpus_mask: optional bool ``[N]``;
         masked rows score ``-1e12`` and come last.
+      recall_target: ``None`` for exact ``jax.lax.top_k``; a value in ``(0, 1]`` for
+        ``jax.lax.approx_max_k`` (approximate on TPU; XLA falls back to an exact
+        top-k on CPU and GPU).
     """
+    if recall_target is not None and not 0 < recall_target <= 1:
+        raise ValueError(f"recall_target must be in (0, 1], got {recall_target}")
     if user_repr.ndim != 2 or corpus.ndim != 2 or user_repr.shape[1] != corpus.shape[1]:
         raise ValueError(
             f"user_repr [B, D] and corpus [N, D] disagree: {user_repr.shape} vs {corpus.shape}"
@@ -128,4 +153,4 @@ def retrieve_top_k(user_repr, corpus, k: int, corpus_mask=None) -> TopK:
         raise ValueError(
             f"corpus_mask shape {corpus_mask.shape} differs from corpus rows {corpus.shape[:1]}"
         )
-    return _top_k(user_repr, corpus, k, jnp.asarray(corpus_mask, bool))
+    return _top_k(user_repr, corpus, k, jnp.asarray(corpus_mask, bool), recall_target)

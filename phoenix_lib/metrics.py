@@ -1,0 +1,129 @@
+"""Offline metrics for ranking and retrieval, vectorised in NumPy.
+
+Each has a slow, obviously-correct reference in ``tests/test_metrics.py``. The
+*oracle* value of a metric is the metric of the world's true probabilities
+(:mod:`phoenix_lib.world`): what a perfect model would score on the same labels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+_EPS = 1e-7  # probabilities are clipped to [eps, 1 - eps] before taking logs
+
+
+def auc(labels, scores) -> float:
+    """Area under the ROC curve: P(score of a random positive > a random negative),
+    ties counting one half (the Mann-Whitney statistic with average ranks).
+
+    Args:
+      labels: 0/1 ``[N]``. scores: ``[N]``.
+
+    Returns:
+      float, ``nan`` when only one class is present.
+    """
+    labels, scores = _flat_pair(labels, scores)
+    positives = labels.sum()
+    negatives = labels.size - positives
+    if positives == 0 or negatives == 0:
+        return float("nan")
+    order = np.argsort(scores, kind="stable")
+    sorted_scores = scores[order]
+    ranks = np.empty(scores.size, np.float64)
+    # Average rank (1-based) within each run of tied scores.
+    starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
+    ends = np.r_[starts[1:], scores.size]
+    average = (starts + ends + 1) / 2.0
+    ranks[order] = np.repeat(average, ends - starts)
+    return float(
+        (ranks[labels == 1].sum() - positives * (positives + 1) / 2) / (positives * negatives)
+    )
+
+
+def log_loss(labels, probabilities) -> float:
+    """Mean binary cross-entropy in nats, probabilities clipped to ``[1e-7, 1 - 1e-7]``."""
+    y, p = _flat_pair(labels, probabilities)
+    p = np.clip(p, _EPS, 1 - _EPS)
+    return float(-(y * np.log(p) + (1 - y) * np.log1p(-p)).mean())
+
+
+def normalized_entropy(labels, probabilities) -> float:
+    """Normalized entropy (NE): cross-entropy divided by the entropy of the base rate.
+
+    1.0 is what always predicting the average rate scores; lower is better. The
+    MPZCH paper reports model quality in NE. ``nan`` when the labels are all 0 or all 1.
+    """
+    y, _ = _flat_pair(labels, probabilities)
+    rate = y.mean()
+    if rate in (0.0, 1.0):
+        return float("nan")
+    entropy = -(rate * np.log(rate) + (1 - rate) * np.log(1 - rate))
+    return log_loss(labels, probabilities) / entropy
+
+
+def calibration(labels, probabilities) -> float:
+    """Mean predicted probability over observed rate: 1.0 is calibrated on average."""
+    y, p = _flat_pair(labels, probabilities)
+    return float(p.mean() / y.mean()) if y.mean() > 0 else float("nan")
+
+
+def reliability_curve(labels, probabilities, num_bins: int = 10):
+    """Mean prediction and observed rate in ``num_bins`` equal-count bins of the prediction.
+
+    Returns ``(mean_predicted [num_bins], observed_rate [num_bins])``.
+    """
+    y, p = _flat_pair(labels, probabilities)
+    if p.size < num_bins:
+        raise ValueError(f"need at least num_bins={num_bins} predictions, got {p.size}")
+    bins = np.array_split(np.argsort(p, kind="stable"), num_bins)
+    return np.array([p[b].mean() for b in bins]), np.array([y[b].mean() for b in bins])
+
+
+def recall_at_k(retrieved, relevant, relevant_mask=None) -> float:
+    """Mean over users of the share of their relevant items found in the retrieved list.
+
+    Args:
+      retrieved: int ``[B, k]`` item indices (the top-k, any order).
+      relevant: int ``[B, R]`` item indices.
+      relevant_mask: optional bool ``[B, R]``, ``False`` for padding. Users with no
+        relevant item are left out of the mean.
+    """
+    retrieved, relevant = np.asarray(retrieved), np.asarray(relevant)
+    if retrieved.ndim != 2 or relevant.ndim != 2 or retrieved.shape[0] != relevant.shape[0]:
+        raise ValueError(
+            f"retrieved [B, k] and relevant [B, R] disagree: {retrieved.shape} vs {relevant.shape}"
+        )
+    mask = np.ones(relevant.shape, bool) if relevant_mask is None else np.asarray(relevant_mask)
+    found = (relevant[:, :, None] == retrieved[:, None, :]).any(-1) & mask
+    count = mask.sum(1)
+    users = count > 0
+    if not users.any():
+        return float("nan")
+    return float((found.sum(1)[users] / count[users]).mean())
+
+
+def empirical_rates(items, labels, num_items: int, prior_strength: float = 5.0) -> np.ndarray:
+    """The popularity baseline: each item's observed action rates, shrunk to the global rate.
+
+    ``(count_a + prior_strength * global_a) / (impressions + prior_strength)``.
+
+    Args:
+      items: int ``[...]`` item indices in ``[0, num_items)``. labels: 0/1 ``[..., A]``.
+
+    Returns:
+      float ``[num_items, A]``.
+    """
+    items = np.asarray(items).reshape(-1)
+    labels = np.asarray(labels, np.float64).reshape(items.size, -1)
+    counts = np.zeros((num_items, labels.shape[1]))
+    np.add.at(counts, items, labels)
+    shown = np.bincount(items, minlength=num_items)[:, None]
+    overall = labels.mean(0)
+    return (counts + prior_strength * overall) / (shown + prior_strength)
+
+
+def _flat_pair(a, b) -> tuple[np.ndarray, np.ndarray]:
+    a, b = np.asarray(a, np.float64).reshape(-1), np.asarray(b, np.float64).reshape(-1)
+    if a.shape != b.shape:
+        raise ValueError(f"labels and predictions differ in size: {a.size} vs {b.size}")
+    return a, b

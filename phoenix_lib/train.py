@@ -1,0 +1,149 @@
+"""Training the Phoenix models with optax: losses, jitted steps, a progress-bar loop.
+
+Parameters are one pytree ``{"model": haiku params, "tables": HashTables}``, so a
+step updates the model and the hash tables together. Steps are pure functions
+of ``(TrainState, batch...)``; with deterministic batches (the world's sessions
+are seeded by step) a run resumed from a checkpoint is bit-identical to an
+uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm import tqdm
+
+from phoenix_lib.inputs import RecsysBatch
+from phoenix_lib.ranker import make_ranker
+from phoenix_lib.retrieval import make_retriever
+from phoenix_lib.tables import embed, init_tables
+
+
+class TrainState(NamedTuple):
+    params: dict  # {"model": haiku params, "tables": HashTables}
+    opt_state: optax.OptState
+    step: jax.Array  # int32 []
+
+
+def init_state(key, model, batch: RecsysBatch, optimizer, *, num_buckets, emb_size) -> TrainState:
+    """Fresh tables (``num_buckets`` = (users, posts, authors)) and model parameters."""
+    table_key, model_key = jax.random.split(key)
+    nu, npost, na = num_buckets
+    tables = init_tables(
+        table_key, num_user_buckets=nu, num_post_buckets=npost, num_author_buckets=na, dim=emb_size
+    )
+    params = {"model": model.init(model_key, batch, embed(tables, batch)), "tables": tables}
+    return TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32))
+
+
+def ranker_loss(logits, labels, mask) -> jax.Array:
+    """Mean binary cross-entropy over real candidates and all actions.
+
+    Args:
+      logits: ``[B, C, A]``. labels: 0/1 ``[B, C, A]``. mask: bool ``[B, C]``.
+    """
+    bce = optax.sigmoid_binary_cross_entropy(logits.astype(jnp.float32), labels)
+    weights = mask.astype(jnp.float32)[..., None]
+    return jnp.sum(bce * weights) / jnp.maximum(jnp.sum(weights) * labels.shape[-1], 1.0)
+
+
+def ranker_objective(config, *, attention: str = "isolated") -> Callable:
+    """``loss(params, batch, labels, mask)`` for the ranker built from ``config``."""
+    model = make_ranker(config, attention=attention)
+
+    def loss(params, batch, labels, mask):
+        logits = model.apply(params["model"], batch, embed(params["tables"], batch))
+        return ranker_loss(logits, labels, mask)
+
+    return loss
+
+
+def retrieval_loss(user, candidates, log_q, item, valid, temperature: float) -> jax.Array:
+    """In-batch sampled softmax with the log-Q correction.
+
+    Row ``i`` scores its own positive against every other row's positive. Those
+    negatives are drawn in proportion to how often items appear as positives, so
+    popular items are over-sampled negatives; subtracting ``log q_j`` (the
+    item's sampling log-probability) from column ``j`` removes that bias
+    (Yi et al., 2019). Columns holding the same item as the row's positive are
+    not negatives and are masked.
+
+    Args:
+      user: ``[B, D]``. candidates: ``[B, D]`` (row i's positive). log_q: ``[B]``.
+      item: int ``[B]`` item identity per row. valid: bool ``[B]``.
+    """
+    logits = user @ candidates.T / temperature - log_q[None, :]
+    own = jnp.eye(item.shape[0], dtype=bool)
+    not_negative = (item[:, None] == item[None, :]) | ~valid[None, :]
+    logits = jnp.where(not_negative & ~own, -jnp.inf, logits)
+    per_row = -jnp.diagonal(jax.nn.log_softmax(logits, axis=1))
+    per_row = jnp.where(valid, per_row, 0.0)  # an invalid row's own column is masked
+    return jnp.sum(per_row) / jnp.maximum(jnp.sum(valid), 1)
+
+
+def retrieval_objective(config, *, temperature: float = 0.05) -> Callable:
+    """``loss(params, batch, log_q, item, valid)``: each user's one candidate is its positive."""
+    model = make_retriever(config)
+
+    def loss(params, batch, log_q, item, valid):
+        out = model.apply(params["model"], batch, embed(params["tables"], batch))
+        return retrieval_loss(
+            out.user_representation,
+            out.candidate_representation[:, 0],
+            log_q,
+            item,
+            valid,
+            temperature,
+        )
+
+    return loss
+
+
+def make_step(loss: Callable, optimizer: optax.GradientTransformation) -> Callable:
+    """A jitted ``step(state, *batch) -> (state, loss)`` taking one optimizer step on ``loss``."""
+
+    @jax.jit
+    def step(state: TrainState, *batch):
+        value, grads = jax.value_and_grad(loss)(state.params, *batch)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        return TrainState(params, opt_state, state.step + 1), value
+
+    return step
+
+
+def fit(
+    step: Callable,
+    state: TrainState,
+    batches: Callable[[int], Iterable],
+    num_steps: int,
+    *,
+    desc: str = "training",
+    progress: bool = True,
+):
+    """Run ``num_steps`` steps from ``state.step`` on; ``batches(i)`` gives step ``i``'s arguments.
+
+    Returns ``(state, losses [num_steps])``. A tqdm bar on stdout shows progress.
+    """
+    start = int(state.step)
+    losses = np.empty(num_steps, np.float32)
+    bar = tqdm(
+        range(num_steps),
+        desc=desc,
+        file=sys.stdout,
+        disable=not progress,
+        mininterval=2.0,
+        ascii=True,
+    )
+    for i in bar:
+        state, loss = step(state, *batches(start + i))
+        losses[i] = loss
+        if i % 50 == 0:
+            bar.set_postfix(loss=f"{float(loss):.4f}")
+    return state, losses

@@ -1,0 +1,364 @@
+"""A synthetic Phoenix world with a known truth: users, authors, posts and engagement.
+
+The release ships no data, so the book makes a world whose engagement
+probabilities are known exactly. Models trained on it can then be scored
+against the *oracle*, the metric the true probabilities themselves achieve.
+
+* Users have a sparse mix of interests over ``num_topics`` topics and an
+  activity level; authors have a topic mix and a popularity; posts have an
+  author, a topic mix (mostly their author's), a quality, a creation hour and
+  a video flag. Raw IDs are 64-bit snowflake-like values (creation time in the
+  high bits), never small dense indices.
+* Truth: for a (user, post, surface), each of the 19 actions has probability
+  ``sigmoid(base + slope * affinity + ...)``, with positive slopes for positive
+  actions and negative slopes for ``not_interested``, ``block_author``,
+  ``mute_author`` and ``report``. Affinity is ``log(num_topics * interest . topics)``
+  plus post quality, author popularity and a per-pair noise term that is a
+  deterministic function of the pair. ``vqv`` needs a video and
+  ``photo_expand`` a non-video post. ``dwell_time`` is a probability-like score
+  whose label is a Bernoulli draw of it.
+* Sessions: impressions come from a candidate source (popular posts and posts
+  on the user's topics, optionally favouring recent ones), engagements are
+  drawn from the truth, and a history is the last ``S`` impressions the user
+  acted on.
+
+Everything is NumPy, vectorised, and deterministic given the seeds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import numpy as np
+
+from phoenix_lib.config import ACTIONS
+from phoenix_lib.inputs import RecsysBatch, batch_from_ids
+from phoenix_lib.mpzch_reference import murmur_hash3_2x64_numpy
+
+NEGATIVE_ACTIONS = ("not_interested", "block_author", "mute_author", "report")
+# Probability of each action at affinity 0 (a typical pair) and its slope in
+# affinity. Rates follow the usual shape of a feed: dwell common, likes a few
+# percent, shares and reports rare.
+BASE_RATES = {
+    "favorite": 0.02, "reply": 0.004, "repost": 0.008, "photo_expand": 0.03,
+    "click": 0.03, "profile_click": 0.006, "vqv": 0.2, "share": 0.003,
+    "share_via_dm": 0.002, "share_via_copy_link": 0.001, "dwell": 0.1, "quote": 0.002,
+    "quoted_click": 0.004, "follow_author": 0.002, "not_interested": 0.01,
+    "block_author": 0.0006, "mute_author": 0.001, "report": 0.0004, "dwell_time": 0.3,
+}  # fmt: skip
+SLOPES = {a: (-0.8 if a in NEGATIVE_ACTIONS else 1.0) for a in ACTIONS} | {
+    "dwell": 0.6, "dwell_time": 0.5, "vqv": 0.6, "click": 0.8, "follow_author": 1.3,
+}  # fmt: skip
+_EPOCH_MS = 1_288_834_974_657  # Twitter's snowflake epoch (Nov 2010), for realistic IDs
+_START_MS = 1_767_225_600_000 - _EPOCH_MS  # the world starts on 2026-01-01
+
+
+@dataclasses.dataclass(frozen=True)
+class WorldConfig:
+    """The knobs of the world. Defaults give a small world that builds in a second.
+
+    Attributes:
+      num_users, num_authors, num_posts: population sizes.
+      num_topics: dimension of the interest space.
+      interest_concentration: Dirichlet concentration of user interests (smaller
+        = more focused users, stronger personalisation signal).
+      topic_concentration: Dirichlet concentration of post and author topics.
+      author_topic_share: how much of a post's topic mix comes from its author.
+      popularity_sigma: log-normal spread of author popularity and user activity.
+      quality_sigma: spread of post quality (shifts every action's logit).
+      noise: scale of the per-(user, post) noise in affinity: what no model can learn.
+      video_share: fraction of video posts.
+      hours: posts are created uniformly over ``[0, hours)``.
+      num_surfaces: product surfaces used (must fit the model's vocabulary).
+      seed: the world's seed.
+    """
+
+    num_users: int = 20_000
+    num_authors: int = 2_000
+    num_posts: int = 100_000
+    num_topics: int = 24
+    interest_concentration: float = 0.1
+    topic_concentration: float = 0.1
+    author_topic_share: float = 0.6
+    popularity_sigma: float = 1.0
+    quality_sigma: float = 0.3
+    noise: float = 0.5
+    video_share: float = 0.3
+    hours: int = 72
+    num_surfaces: int = 4
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in (
+            "num_users",
+            "num_authors",
+            "num_posts",
+            "num_topics",
+            "hours",
+            "num_surfaces",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("interest_concentration", "topic_concentration"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("author_topic_share", "video_share"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+
+
+def snowflake_ids(rng: np.random.Generator, times_ms: np.ndarray) -> np.ndarray:
+    """64-bit snowflake-like IDs: milliseconds since the epoch << 22 | 22 random bits.
+
+    ``times_ms`` are made strictly increasing in sorted order first, so the IDs are
+    unique.
+    """
+    order = np.argsort(times_ms, kind="stable")
+    ms = np.empty_like(times_ms)
+    ms[order] = np.maximum.accumulate(times_ms[order] + np.arange(times_ms.size))
+    return (ms.astype(np.int64) << 22) | rng.integers(0, 2**22, times_ms.size)
+
+
+class World:
+    """Users, authors and posts with their latent features, and the true engagement model.
+
+    Attributes (NumPy): ``user_ids`` [U], ``user_interest`` [U, K], ``user_activity`` [U];
+    ``author_ids`` [Na], ``author_topics`` [Na, K], ``author_popularity`` [Na];
+    ``post_ids`` [P], ``post_author`` [P] (index), ``post_topics`` [P, K],
+    ``post_quality`` [P], ``post_hour`` [P] (creation), ``post_video`` [P] bool.
+    """
+
+    def __init__(self, config: WorldConfig = WorldConfig()):
+        self.config = c = config
+        rng = np.random.default_rng(c.seed)
+        k = c.num_topics
+        self.user_interest = rng.dirichlet(np.full(k, c.interest_concentration), c.num_users)
+        self.user_activity = rng.lognormal(0.0, c.popularity_sigma, c.num_users)
+        self.author_topics = rng.dirichlet(np.full(k, c.topic_concentration), c.num_authors)
+        self.author_popularity = rng.normal(0.0, c.popularity_sigma, c.num_authors)
+        author_weight = np.exp(self.author_popularity)
+        self.post_author = rng.choice(
+            c.num_authors, c.num_posts, p=author_weight / author_weight.sum()
+        )
+        own = rng.dirichlet(np.full(k, c.topic_concentration), c.num_posts)
+        share = c.author_topic_share
+        self.post_topics = share * self.author_topics[self.post_author] + (1 - share) * own
+        self.post_quality = rng.normal(0.0, c.quality_sigma, c.num_posts)
+        self.post_hour = rng.integers(0, c.hours, c.num_posts)
+        self.post_video = rng.random(c.num_posts) < c.video_share
+        hour_ms = 3_600_000
+        post_ms = _START_MS + self.post_hour * hour_ms + rng.integers(0, hour_ms, c.num_posts)
+        self.post_ids = snowflake_ids(rng, post_ms)
+        self.user_ids = snowflake_ids(rng, rng.integers(0, _START_MS, c.num_users))
+        self.author_ids = snowflake_ids(rng, rng.integers(0, _START_MS, c.num_authors))
+        # Candidate sources: popularity (quality and author) and topic lists.
+        self.post_popularity = np.exp(self.post_quality + self.author_popularity[self.post_author])
+        self._topic_order = np.argsort(self.post_topics.argmax(1), kind="stable")
+        self._topic_start = np.searchsorted(
+            self.post_topics.argmax(1)[self._topic_order], np.arange(k + 1)
+        )
+        self._base_logit = np.log(np.array([BASE_RATES[a] for a in ACTIONS]))
+        self._base_logit -= np.log1p(-np.array([BASE_RATES[a] for a in ACTIONS]))
+        self._slope = np.array([SLOPES[a] for a in ACTIONS])
+        self._surface_bias = rng.normal(0.0, 0.2, (c.num_surfaces, len(ACTIONS)))
+
+    # ------------------------------------------------------------------ truth
+
+    def affinity(self, users: np.ndarray, posts: np.ndarray) -> np.ndarray:
+        """Affinity of ``users`` [...] with ``posts`` [...] (broadcast), float64 [...]."""
+        c = self.config
+        match = np.einsum("...k,...k->...", self.user_interest[users], self.post_topics[posts])
+        pair = users.astype(np.uint64) * np.uint64(c.num_posts) + posts.astype(np.uint64)
+        h = murmur_hash3_2x64_numpy(pair, seed=c.seed + 1)
+        noise = _gaussian_from_bits(h)
+        author = self.author_popularity[self.post_author[posts]]
+        return (
+            np.log(c.num_topics * match + 0.05)
+            + self.post_quality[posts]
+            + 0.3 * author
+            + (c.noise * noise)
+        )
+
+    def probabilities(self, users, posts, surfaces) -> np.ndarray:
+        """True probability of every action, ``[..., 19]`` in ``ACTIONS`` order.
+
+        Args:
+          users, posts: integer indices (not raw IDs), broadcastable shapes ``[...]``.
+          surfaces: product surface per pair, in ``[0, num_surfaces)``.
+        """
+        users, posts, surfaces = np.broadcast_arrays(
+            np.asarray(users), np.asarray(posts), np.asarray(surfaces)
+        )
+        a = self.affinity(users, posts)[..., None]
+        logits = self._base_logit + self._slope * a + self._surface_bias[surfaces]
+        p = 1.0 / (1.0 + np.exp(-logits))
+        video = self.post_video[posts]
+        p[..., ACTIONS.index("vqv")] *= video
+        p[..., ACTIONS.index("photo_expand")] *= ~video
+        return p
+
+    # ------------------------------------------------------------------ sessions
+
+    def sample_users(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """``n`` user indices, drawn in proportion to activity."""
+        w = self.user_activity
+        return rng.choice(self.config.num_users, n, p=w / w.sum())
+
+    def impressions(
+        self,
+        rng: np.random.Generator,
+        users: np.ndarray,
+        count: int,
+        *,
+        now_hour: int | None = None,
+        recency_hours: float | None = None,
+        topic_share: float = 0.5,
+    ) -> np.ndarray:
+        """Post indices a candidate source shows each user: int ``[len(users), count]``.
+
+        A ``topic_share`` of impressions comes from the user's topics (a topic drawn
+        from the user's interests, then a post on it), the rest from popular posts.
+        With ``now_hour``, only posts created by then are shown; with
+        ``recency_hours``, popularity is damped by ``exp(-age / recency_hours)``.
+        """
+        c = self.config
+        b = users.shape[0]
+        weight = self.post_popularity.copy()
+        if now_hour is not None:
+            age = now_hour - self.post_hour
+            weight = np.where(age >= 0, weight, 0.0)
+            if recency_hours is not None:
+                weight = weight * np.exp(-np.clip(age, 0, None) / recency_hours)
+        if weight.sum() == 0:
+            raise ValueError(f"no post exists at now_hour={now_hour}")
+        cdf = np.cumsum(weight)
+        popular = np.searchsorted(cdf, rng.random((b, count)) * cdf[-1], side="right")
+        # Topic source: a topic from the user's interests, then a post of that topic
+        # (uniform within its list, then re-drawn from popular if it does not exist yet).
+        icdf = np.cumsum(self.user_interest[users], axis=1)
+        topics = (rng.random((b, count, 1)) * icdf[:, None, -1:] > icdf[:, None, :]).sum(-1)
+        topics = np.minimum(topics, c.num_topics - 1)
+        start, stop = self._topic_start[topics], self._topic_start[topics + 1]
+        pick = start + (rng.random((b, count)) * (stop - start)).astype(np.int64)
+        on_topic = self._topic_order[np.minimum(pick, c.num_posts - 1)]
+        ok = (stop > start) & (rng.random((b, count)) < topic_share)
+        if now_hour is not None:
+            ok &= self.post_hour[on_topic] <= now_hour
+        return np.where(ok, on_topic, np.minimum(popular, c.num_posts - 1))
+
+    def engage(self, rng: np.random.Generator, probabilities: np.ndarray) -> np.ndarray:
+        """Draw every action from its probability: float32 0/1 ``[..., 19]``."""
+        return (rng.random(probabilities.shape) < probabilities).astype(np.float32)
+
+    def session(
+        self,
+        seed: int,
+        *,
+        batch_size: int,
+        history_len: int,
+        num_candidates: int,
+        now_hour: int | None = None,
+        recency_hours: float | None = None,
+        users: np.ndarray | None = None,
+    ) -> Session:
+        """One batch of users, each with a history and ranking candidates (all index-level).
+
+        The history is the last ``history_len`` of ``3 * history_len`` past
+        impressions on which the user took any action (padded when fewer); the
+        candidates are ``num_candidates`` fresh impressions with true
+        probabilities and drawn labels.
+        """
+        rng = np.random.default_rng([self.config.seed, seed])
+        c = self.config
+        if users is None:
+            users = self.sample_users(rng, batch_size)
+        s = history_len
+        if s < 1 or num_candidates < 1:
+            raise ValueError(
+                f"history_len and num_candidates must be positive, got {s}, {num_candidates}"
+            )
+        kw = dict(now_hour=now_hour, recency_hours=recency_hours)
+        past = self.impressions(rng, users, 3 * s, **kw)
+        past_surface = rng.integers(0, c.num_surfaces, past.shape)
+        past_actions = self.engage(rng, self.probabilities(users[:, None], past, past_surface))
+        acted = past_actions[..., :-1].any(-1)  # dwell_time is a score, not an event
+        # Keep the last S acted-on impressions, oldest first, padding at the end.
+        rank = np.cumsum(acted[:, ::-1], axis=1)[:, ::-1]  # 1 = the most recent
+        keep = acted & (rank <= s)
+        order = np.argsort(~keep, axis=1, kind="stable")[:, :s]
+        mask = np.take_along_axis(keep, order, 1)
+        history = np.take_along_axis(past, order, 1)
+        candidates = self.impressions(rng, users, num_candidates, **kw)
+        surface = rng.integers(0, c.num_surfaces, candidates.shape)
+        probs = self.probabilities(users[:, None], candidates, surface)
+        return Session(
+            users=users,
+            history_posts=np.where(mask, history, 0),
+            history_actions=np.take_along_axis(past_actions, order[..., None], 1) * mask[..., None],
+            history_surface=np.where(mask, np.take_along_axis(past_surface, order, 1), 0),
+            history_mask=mask,
+            candidate_posts=candidates,
+            candidate_surface=surface,
+            probabilities=probs.astype(np.float32),
+            labels=self.engage(rng, probs),
+        )
+
+    def to_batch(self, config, session: Session, num_buckets: tuple[int, int, int]) -> RecsysBatch:
+        """Hash a session's raw IDs into a :class:`RecsysBatch` for a model ``config``."""
+        hp, cp = session.history_posts, session.candidate_posts
+        return batch_from_ids(
+            config,
+            user_ids=self.user_ids[session.users],
+            history_post_ids=self.post_ids[hp],
+            history_author_ids=self.author_ids[self.post_author[hp]],
+            history_actions=session.history_actions,
+            history_product_surface=session.history_surface,
+            history_mask=session.history_mask,
+            candidate_post_ids=self.post_ids[cp],
+            candidate_author_ids=self.author_ids[self.post_author[cp]],
+            candidate_product_surface=session.candidate_surface,
+            candidate_mask=np.ones(cp.shape, bool),
+            num_buckets=num_buckets,
+        )
+
+    def ranking_data(self, config, num_buckets, *, batch_size: int, seed_offset: int = 0, **kw):
+        """``data(i) -> (batch, labels, mask)`` for :func:`phoenix_lib.train.fit`: step ``i``'s
+        session has seed ``seed_offset + i``, so the stream is the same on every run."""
+
+        def data(i: int):
+            s = self.session(
+                seed_offset + i,
+                batch_size=batch_size,
+                history_len=config.history_seq_len,
+                num_candidates=config.candidate_seq_len,
+                **kw,
+            )
+            return (
+                self.to_batch(config, s, num_buckets),
+                s.labels,
+                np.ones(s.labels.shape[:2], bool),
+            )
+
+        return data
+
+
+class Session(NamedTuple):
+    """A batch of users at index level. ``B`` users, ``S`` history, ``C`` candidates."""
+
+    users: np.ndarray  # [B] user indices
+    history_posts: np.ndarray  # [B, S] post indices (0 where padded)
+    history_actions: np.ndarray  # [B, S, 19] float32 0/1
+    history_surface: np.ndarray  # [B, S]
+    history_mask: np.ndarray  # [B, S] bool
+    candidate_posts: np.ndarray  # [B, C] post indices
+    candidate_surface: np.ndarray  # [B, C]
+    probabilities: np.ndarray  # [B, C, 19] float32: the truth
+    labels: np.ndarray  # [B, C, 19] float32 0/1 drawn from the truth
+
+
+def _gaussian_from_bits(h: np.ndarray) -> np.ndarray:
+    """Standard normals from 64 random bits each (Box-Muller on two 32-bit halves)."""
+    u1 = ((h >> np.uint64(32)).astype(np.float64) + 0.5) / 2**32
+    u2 = ((h & np.uint64(0xFFFFFFFF)).astype(np.float64) + 0.5) / 2**32
+    return np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)

@@ -1,0 +1,83 @@
+"""Metrics against slow, obviously-correct references."""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from phoenix_lib import metrics
+
+
+def auc_pairs(labels, scores):
+    """P(score of positive > score of negative) + half the ties, over every pair."""
+    pos = [s for s, y in zip(scores, labels, strict=True) if y == 1]
+    neg = [s for s, y in zip(scores, labels, strict=True) if y == 0]
+    wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
+    return wins / (len(pos) * len(neg))
+
+
+@given(st.lists(st.tuples(st.integers(0, 1), st.integers(0, 6)), min_size=2, max_size=60))
+def test_auc_matches_pairwise_reference_with_ties(pairs):
+    labels, scores = np.array(pairs).T
+    if labels.min() == labels.max():
+        assert np.isnan(metrics.auc(labels, scores))
+    else:
+        assert metrics.auc(labels, scores) == pytest.approx(auc_pairs(labels, scores), abs=1e-12)
+
+
+@given(st.lists(st.tuples(st.integers(0, 1), st.floats(0.001, 0.999)), min_size=2, max_size=50))
+def test_normalized_entropy_matches_loop_reference(pairs):
+    labels = np.array([p[0] for p in pairs], float)
+    probs = np.array([p[1] for p in pairs])
+    rate = labels.mean()
+    if rate in (0, 1):
+        assert np.isnan(metrics.normalized_entropy(labels, probs))
+        return
+    ce = sum(-np.log(p) if y else -np.log(1 - p) for y, p in zip(labels, probs, strict=True))
+    ce /= len(labels)
+    h = -(rate * np.log(rate) + (1 - rate) * np.log(1 - rate))
+    assert metrics.normalized_entropy(labels, probs) == pytest.approx(ce / h, rel=1e-9)
+    # Predicting the base rate scores exactly 1.
+    assert metrics.normalized_entropy(labels, np.full(len(labels), rate)) == pytest.approx(1.0)
+
+
+def test_calibration_and_reliability_curve():
+    rng = np.random.default_rng(0)
+    p = rng.random(200_000) * 0.2
+    y = (rng.random(p.size) < p).astype(float)
+    assert metrics.calibration(y, p) == pytest.approx(1.0, abs=0.02)
+    assert metrics.calibration(y, 2 * p) == pytest.approx(2.0, abs=0.04)
+    mean_p, rate = metrics.reliability_curve(y, p, num_bins=5)
+    np.testing.assert_allclose(mean_p, rate, atol=0.005)
+    with pytest.raises(ValueError, match="num_bins"):
+        metrics.reliability_curve(y[:3], p[:3], num_bins=5)
+
+
+@given(st.integers(0, 2**31 - 1))
+def test_recall_at_k_matches_set_reference(seed):
+    rng = np.random.default_rng(seed)
+    retrieved = rng.integers(0, 30, (4, 6))
+    relevant = rng.integers(0, 30, (4, 5))
+    mask = rng.random((4, 5)) < 0.8
+    reference = []
+    for r, rel, m in zip(retrieved, relevant, mask, strict=True):
+        wanted = list(rel[m])
+        if wanted:
+            reference.append(sum(x in set(r) for x in wanted) / len(wanted))
+    expected = np.mean(reference) if reference else np.nan
+    np.testing.assert_allclose(metrics.recall_at_k(retrieved, relevant, mask), expected)
+
+
+def test_empirical_rates_shrink_to_the_global_rate():
+    items = np.array([0, 0, 1, 2, 2, 2])
+    labels = np.array([[1], [1], [0], [0], [1], [0]], float)
+    rates = metrics.empirical_rates(items, labels, num_items=4, prior_strength=2.0)
+    overall = 3 / 6
+    np.testing.assert_allclose(rates[:, 0], [(2 + 1) / 4, (0 + 1) / 3, (1 + 1) / 5, overall])
+
+
+def test_metrics_reject_mismatched_inputs():
+    with pytest.raises(ValueError, match="differ in size"):
+        metrics.auc([0, 1], [0.1, 0.2, 0.3])
+    with pytest.raises(ValueError, match="disagree"):
+        metrics.recall_at_k(np.zeros((2, 3)), np.zeros((3, 3)))

@@ -1,0 +1,118 @@
+"""Training steps, losses, checkpoint resume, the weighted scorer."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from phoenix_lib import scoring, train
+from phoenix_lib.checkpoint import load_state, save_state
+from phoenix_lib.config import ACTIONS, book_ranker_config, book_retrieval_config
+from phoenix_lib.ranker import make_ranker
+from phoenix_lib.retrieval import make_retriever
+from phoenix_lib.world import World, WorldConfig
+
+WORLD = World(WorldConfig(num_users=300, num_authors=30, num_posts=1_000, num_topics=4, seed=1))
+BUCKETS = (512, 2048, 128)
+CONFIG = book_ranker_config(history_seq_len=8, candidate_seq_len=4)
+
+
+def ranker_setup():
+    optimizer = optax.adamw(3e-3)
+    data = WORLD.ranking_data(CONFIG, BUCKETS, batch_size=8)
+    state = train.init_state(
+        jax.random.key(0),
+        make_ranker(CONFIG),
+        data(0)[0],
+        optimizer,
+        num_buckets=BUCKETS,
+        emb_size=CONFIG.emb_size,
+    )
+    return state, train.make_step(train.ranker_objective(CONFIG), optimizer), data
+
+
+def test_ranker_loss_falls_on_a_fixed_batch():
+    state, step, data = ranker_setup()
+    fixed = data(0)
+    state, losses = train.fit(step, state, lambda i: fixed, 60, progress=False)
+    assert losses[-5:].mean() < 0.5 * losses[:5].mean()
+    assert int(state.step) == 60
+
+
+def test_checkpoint_resume_is_bit_exact(tmp_path):
+    state, step, data = ranker_setup()
+    straight, _ = train.fit(step, state, data, 6, progress=False)
+    half, _ = train.fit(step, state, data, 3, progress=False)
+    save_state(tmp_path / "state.npz", half)
+    resumed = load_state(tmp_path / "state.npz", like=state)
+    assert int(resumed.step) == 3
+    resumed, _ = train.fit(step, resumed, data, 3, progress=False)
+    for a, b in zip(jax.tree.leaves(straight), jax.tree.leaves(resumed), strict=True):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="template"):
+        load_state(tmp_path / "state.npz", like={"other": jnp.zeros(3)})
+
+
+def test_ranker_loss_ignores_masked_candidates():
+    logits = jnp.array([[[0.0], [50.0]]])
+    labels = jnp.array([[[1.0], [0.0]]])
+    loss = train.ranker_loss(logits, labels, jnp.array([[True, False]]))
+    assert float(loss) == pytest.approx(np.log(2.0), rel=1e-6)
+
+
+def test_retrieval_loss_matches_a_numpy_softmax_with_log_q():
+    rng = np.random.default_rng(0)
+    user, cand = rng.normal(size=(5, 3)), rng.normal(size=(5, 3))
+    log_q = np.log(rng.dirichlet(np.ones(5)))
+    item = np.array([0, 1, 2, 1, 4])  # rows 1 and 3 share an item
+    valid = np.array([True, True, True, True, False])
+    got = train.retrieval_loss(
+        jnp.asarray(user),
+        jnp.asarray(cand),
+        jnp.asarray(log_q),
+        jnp.asarray(item),
+        jnp.asarray(valid),
+        0.5,
+    )
+    losses = []
+    for i in range(5):
+        if not valid[i]:
+            continue
+        cols = [j for j in range(5) if valid[j] and (j == i or item[j] != item[i])]
+        logits = np.array([user[i] @ cand[j] / 0.5 - log_q[j] for j in cols])
+        losses.append(-(logits[cols.index(i)] - np.log(np.exp(logits).sum())))
+    assert float(got) == pytest.approx(np.mean(losses), rel=1e-5)
+
+
+def test_retrieval_loss_falls_on_a_fixed_batch():
+    config = book_retrieval_config(history_seq_len=8)
+    optimizer = optax.adam(3e-3)
+    s = WORLD.session(0, batch_size=16, history_len=8, num_candidates=1)
+    batch = WORLD.to_batch(config, s, BUCKETS)
+    args = (batch, jnp.zeros(16), jnp.asarray(s.candidate_posts[:, 0]), jnp.ones(16, bool))
+    state = train.init_state(
+        jax.random.key(0),
+        make_retriever(config),
+        batch,
+        optimizer,
+        num_buckets=BUCKETS,
+        emb_size=config.emb_size,
+    )
+    step = train.make_step(train.retrieval_objective(config), optimizer)
+    state, losses = train.fit(step, state, lambda i: args, 40, progress=False)
+    assert losses[-5:].mean() < 0.5 * losses[:5].mean()
+
+
+def test_weighted_score_offset_rule_by_hand():
+    w = scoring.weight_vector()
+    p = np.zeros((2, 19), np.float32)
+    p[0, ACTIONS.index("favorite")] = 0.5  # sum = 0.5 >= 0
+    p[1, ACTIONS.index("report")] = 0.01  # sum = -1.5 < 0
+    score = np.asarray(scoring.weighted_score(p))
+    negative, total = -w[w < 0].sum(), np.abs(w).sum()
+    assert score[0] == pytest.approx(0.5 + scoring.NEGATIVE_SCORES_OFFSET)
+    assert score[1] == pytest.approx((-1.5 + negative) / total * scoring.NEGATIVE_SCORES_OFFSET)
+    assert 0 <= score[1] < scoring.NEGATIVE_SCORES_OFFSET <= score[0]
+    with pytest.raises(ValueError, match="missing"):
+        scoring.weight_vector({"favorite": 1.0})
