@@ -165,20 +165,20 @@ class World:
 
     # ------------------------------------------------------------------ truth
 
-    def affinity(self, users: np.ndarray, posts: np.ndarray) -> np.ndarray:
-        """Affinity of ``users`` [...] with ``posts`` [...] (broadcast), float64 [...]."""
+    def affinity(self, users: np.ndarray, posts: np.ndarray, *, noise: bool = True) -> np.ndarray:
+        """Affinity of ``users`` [...] with ``posts`` [...] (broadcast), float64 [...].
+
+        ``noise=False`` leaves out the per-pair noise: the part of the truth that
+        user and post features determine, which a model can learn.
+        """
         c = self.config
         match = np.einsum("...k,...k->...", self.user_interest[users], self.post_topics[posts])
-        pair = users.astype(np.uint64) * np.uint64(c.num_posts) + posts.astype(np.uint64)
-        h = murmur_hash3_2x64_numpy(pair, seed=c.seed + 1)
-        noise = _gaussian_from_bits(h)
         author = self.author_popularity[self.post_author[posts]]
-        return (
-            np.log(c.num_topics * match + 0.05)
-            + self.post_quality[posts]
-            + 0.3 * author
-            + (c.noise * noise)
-        )
+        learnable = np.log(c.num_topics * match + 0.05) + self.post_quality[posts] + 0.3 * author
+        if not noise:
+            return learnable
+        pair = users.astype(np.uint64) * np.uint64(c.num_posts) + posts.astype(np.uint64)
+        return learnable + c.noise * _gaussian_from_bits(murmur_hash3_2x64_numpy(pair, c.seed + 1))
 
     def probabilities(self, users, posts, surfaces) -> np.ndarray:
         """True probability of every action, ``[..., 19]`` in ``ACTIONS`` order.
@@ -341,6 +341,61 @@ class World:
             )
 
         return data
+
+    def retrieval_data(
+        self,
+        config,
+        num_buckets,
+        log_q,
+        *,
+        batch_size: int,
+        num_candidates: int = 16,
+        seed_offset: int = 0,
+        **kw,
+    ):
+        """``data(i) -> (batch, log_q [B], item [B], valid [B])`` for two-tower training.
+
+        Each user's positive is the first of ``num_candidates`` impressions with a
+        positive engagement (:data:`RETRIEVAL_POSITIVES`); users with none are
+        marked invalid. ``log_q`` [num_posts] is the log sampling probability of
+        each post as a positive (see :func:`positive_log_q`).
+        """
+
+        def data(i: int):
+            s = self.session(
+                seed_offset + i,
+                batch_size=batch_size,
+                history_len=config.history_seq_len,
+                num_candidates=num_candidates,
+                **kw,
+            )
+            item, valid = first_positive(s)
+            one = s._replace(
+                candidate_posts=item[:, None], candidate_surface=s.candidate_surface[:, :1]
+            )
+            return self.to_batch(config, one, num_buckets), log_q[item], item, valid
+
+        return data
+
+
+RETRIEVAL_POSITIVES = ("favorite", "reply", "repost", "share", "quote", "follow_author")
+
+
+def first_positive(session: Session) -> tuple[np.ndarray, np.ndarray]:
+    """Each user's first candidate with a positive engagement: ``(post [B], valid [B])``."""
+    columns = [ACTIONS.index(a) for a in RETRIEVAL_POSITIVES]
+    engaged = session.labels[..., columns].any(-1)  # [B, C]
+    first = engaged.argmax(1)
+    return session.candidate_posts[np.arange(first.size), first], engaged.any(1)
+
+
+def positive_log_q(world: World, sessions, prior: float = 1.0) -> np.ndarray:
+    """Log of each post's share of positives in ``sessions`` (add-``prior`` smoothed): ``[P]``."""
+    counts = np.full(world.config.num_posts, prior)
+    for s in sessions:
+        item, valid = first_positive(s)
+        np.add.at(counts, item[valid], 1.0)
+    return np.log(counts / counts.sum())
 
 
 class Session(NamedTuple):
