@@ -224,6 +224,8 @@ class World:
         """
         c = self.config
         b = users.shape[0]
+        if recency_hours is not None and now_hour is None:
+            raise ValueError("recency_hours needs now_hour")
         weight = self.post_popularity.copy()
         if now_hour is not None:
             age = now_hour - self.post_hour
@@ -234,15 +236,27 @@ class World:
             raise ValueError(f"no post exists at now_hour={now_hour}")
         cdf = np.cumsum(weight)
         popular = np.searchsorted(cdf, rng.random((b, count)) * cdf[-1], side="right")
-        # Topic source: a topic from the user's interests, then a post of that topic
-        # (uniform within its list, then re-drawn from popular if it does not exist yet).
+        # Topic source: a topic from the user's interests, then a post of that topic:
+        # uniform among the topic's posts, or with recency_hours in proportion to
+        # exp(-age / recency_hours) among those that exist (falling back to the
+        # popular draw when the topic has none).
         icdf = np.cumsum(self.user_interest[users], axis=1)
         topics = (rng.random((b, count, 1)) * icdf[:, None, -1:] > icdf[:, None, :]).sum(-1)
         topics = np.minimum(topics, c.num_topics - 1)
         start, stop = self._topic_start[topics], self._topic_start[topics + 1]
-        pick = start + (rng.random((b, count)) * (stop - start)).astype(np.int64)
+        u = rng.random((b, count))
+        if recency_hours is None:
+            pick = start + (u * (stop - start)).astype(np.int64)
+            has_posts = stop > start
+        else:
+            fresh = np.exp(-np.clip(age, 0, None) / recency_hours) * (age >= 0)
+            cw = np.cumsum(fresh[self._topic_order])
+            low = np.where(start > 0, cw[np.maximum(start - 1, 0)], 0.0)
+            high = np.where(stop > 0, cw[np.maximum(stop - 1, 0)], 0.0)
+            pick = np.searchsorted(cw, low + u * (high - low), side="right")
+            has_posts = high > low
         on_topic = self._topic_order[np.minimum(pick, c.num_posts - 1)]
-        ok = (stop > start) & (rng.random((b, count)) < topic_share)
+        ok = has_posts & (rng.random((b, count)) < topic_share)
         if now_hour is not None:
             ok &= self.post_hour[on_topic] <= now_hour
         return np.where(ok, on_topic, np.minimum(popular, c.num_posts - 1))
