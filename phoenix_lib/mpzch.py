@@ -181,37 +181,138 @@ def create(
 # --------------------------------------------------------------------------- core
 
 
+# Every ID first checks this many slots of its window; the few that are still
+# unresolved are compacted and finish the window in a second pass (see _on_rows).
+_FIRST_PROBES = 4
+# Batches smaller than this are not compacted (compaction pays off only for large ones).
+_COMPACT_FROM = 1024
+
+
+def _compact_size(n: int, fraction: int) -> int:
+    """Buffer size for compacting ``n`` rows: ``n // fraction``, or ``n`` for small batches."""
+    return n if n < _COMPACT_FROM else max(n // fraction, 1)
+
+
+def _home(state: MpzchState, x: U64) -> tuple[jax.Array, jax.Array]:
+    """Each ID's bucket start (a slot index) and home offset in its bucket: int32 ``[N]`` each."""
+    size = state.bucket_size
+    base = u64.mod(x, state.num_buckets).astype(jnp.int32) * size
+    home = u64.mod(murmur_words(x, u64.constant(0)), size).astype(jnp.int32)
+    return base, home
+
+
+def _window(state: MpzchState, base: jax.Array, home: jax.Array, length: int) -> jax.Array:
+    """The first ``length`` slots of each probe window, wrapping in the bucket: ``[R, length]``."""
+    steps = jnp.arange(length, dtype=jnp.int32)
+    return base[:, None] + (home[:, None] + steps) % state.bucket_size
+
+
 def probe_windows(state: MpzchState, x: U64) -> jax.Array:
     """Slot indices of every ID's probe window, home slot first: int32 ``[N, max_probe]``."""
-    size = state.bucket_size
-    bucket = u64.mod(x, state.num_buckets).astype(jnp.int32)
-    home = u64.mod(murmur_words(x, u64.constant(0)), size).astype(jnp.int32)
-    steps = jnp.arange(state.max_probe, dtype=jnp.int32)
-    return bucket[:, None] * size + (home[:, None] + steps) % size
+    return _window(state, *_home(state, x), state.max_probe)
 
 
-def _find(state: MpzchState, x: U64, window: jax.Array) -> tuple[jax.Array, jax.Array]:
+def _on_rows(mask: jax.Array, fn, out, chunk: int):
+    """``out`` with ``fn(rows)`` written at the rows where ``mask`` [N] is true.
+
+    ``fn`` maps int32 row indices ``[chunk]`` to a pytree shaped like ``out`` with
+    leading axis ``chunk``, each row independently of the others; unused entries
+    of ``rows`` hold ``N`` (reads with them clamp, writes of them are dropped).
+    The masked rows are compacted and handed over ``chunk`` at a time, so the
+    cost follows how many rows need ``fn``, not ``N``.
+    """
+    n = mask.shape[0]
+    if chunk >= n:  # small batch: every row at once, no loop
+        values = fn(jnp.arange(n, dtype=jnp.int32))
+        return jax.tree_util.tree_map(lambda o, v: jnp.where(mask, v, o), out, values)
+
+    def body(carry):
+        todo, out = carry
+        rows = jnp.nonzero(todo, size=chunk, fill_value=n)[0]
+        out = jax.tree_util.tree_map(lambda o, v: o.at[rows].set(v, mode="drop"), out, fn(rows))
+        return todo.at[rows].set(False, mode="drop"), out
+
+    return jax.lax.while_loop(lambda carry: carry[0].any(), body, (mask, out))[1]
+
+
+def _scan(state: MpzchState, base, home, mask, look, out):
+    """Run ``look`` over the probe windows of the rows where ``mask`` [N] (``None``: all),
+    in three passes.
+
+    ``look(rows, slots, read)`` gets row indices ``[R]``, their window slots
+    ``[R, L]`` in probe order and ``read(plane) -> [R, L]`` (a state array read at
+    those slots); it returns ``(result, settled)``: a pytree shaped like ``out``
+    with leading axis ``R``, and bool ``[R]``. Pass 1 reads the first
+    ``_FIRST_PROBES`` slots of every window (scattered reads); rows that this did
+    not settle read their whole window, as one contiguous slice (pass 2, much
+    cheaper than single reads) or, for the rare window that wraps around its
+    bucket's end, slot by slot (pass 3).
+    """
+    size, probes, n = state.bucket_size, state.max_probe, home.shape[0]
+
+    def by_slot(length):
+        def run(rows):
+            slots = _window(state, base[rows], home[rows], length)
+            return look(rows, slots, lambda plane: plane[slots])
+
+        return run
+
+    def by_slice(rows):
+        start = base[rows] + home[rows]
+        slots = start[:, None] + jnp.arange(probes, dtype=jnp.int32)
+        cut = jax.vmap(lambda plane, s: jax.lax.dynamic_slice(plane, (s,), (probes,)), (None, 0))
+        return look(rows, slots, lambda plane: cut(plane, start))
+
+    # Small batches read whole windows in one pass: cheaper to compile, as fast to run.
+    first = by_slot(min(_FIRST_PROBES, probes) if n >= _COMPACT_FROM else probes)
+    if mask is None:  # every row
+        mask = jnp.ones(n, bool)
+        out, settled = first(jnp.arange(n, dtype=jnp.int32))
+    else:
+        out, settled = _on_rows(mask, first, (out, jnp.zeros(n, bool)), _compact_size(n, 8))
+    if n < _COMPACT_FROM:
+        return out
+    wraps = home > size - probes
+    out, _ = _on_rows(mask & ~settled & ~wraps, by_slice, (out, settled), _compact_size(n, 8))
+    rare = _compact_size(n, 1024)
+    out, _ = _on_rows(mask & ~settled & wraps, by_slot(probes), (out, settled), rare)
+    return out
+
+
+def _find(state: MpzchState, x: U64, base: jax.Array, home: jax.Array):
     """Whether each ID owns a slot in its window ``[N]`` bool, and which slot ``[N]`` int32."""
-    owned = (state.identity_hi[window] == x.hi[:, None]) & (
-        state.identity_lo[window] == x.lo[:, None]
-    )
-    first = jnp.argmax(owned, axis=1)
-    return owned.any(axis=1), jnp.take_along_axis(window, first[:, None], axis=1)[:, 0]
+
+    def look(rows, slots, read):
+        owned = (read(state.identity_hi) == x.hi[rows, None]) & (
+            read(state.identity_lo) == x.lo[rows, None]
+        )
+        first = jnp.argmax(owned, axis=1)
+        found = owned.any(axis=1)
+        return (found, jnp.take_along_axis(slots, first[:, None], axis=1)[:, 0]), found
+
+    n = x.lo.shape[0]
+    out = (jnp.zeros(n, bool), jnp.zeros(n, jnp.int32))
+    return _scan(state, base, home, None, look, out)
 
 
-def _fallback(state: MpzchState, window: jax.Array) -> jax.Array:
-    return jnp.full_like(window[:, 0], -1) if state.disable_fallback else window[:, 0]
+def _fallback(state: MpzchState, base: jax.Array, home: jax.Array) -> jax.Array:
+    return jnp.full_like(base, -1) if state.disable_fallback else base + home
 
 
-def _pick(state: MpzchState, window: jax.Array, now: jax.Array):
-    """Rule 2 against the current table: (found [N], slot [N], was_free [N])."""
-    free = (state.identity_hi[window] == _EMPTY) & (state.identity_lo[window] == _EMPTY)
+def _pick(state: MpzchState, slots, read, now: jax.Array):
+    """Rule 2 over windows ``slots`` [R, L] (or their first L slots) of the current table.
+
+    Returns ``((found, slot, was_free), settled)``, each ``[R]``: ``settled`` says
+    the answer holds for the whole window (a partial window settles it unless
+    LRU saw no free slot, since LRU prefers any free slot to an expired one).
+    """
+    free = (read(state.identity_hi) == _EMPTY) & (read(state.identity_lo) == _EMPTY)
     any_free = free.any(axis=1)
     first_free = jnp.argmax(free, axis=1)
     if state.eviction is None:
         found, choice = any_free, first_free
     else:
-        expiry = state.metadata[window]
+        expiry = read(state.metadata)
         expired = ~free & (now > expiry)
         if state.eviction == "ttl":
             usable = free | expired
@@ -220,19 +321,36 @@ def _pick(state: MpzchState, window: jax.Array, now: jax.Array):
             oldest = jnp.argmin(jnp.where(expired, expiry, _MAX_HOUR), axis=1)
             found = any_free | expired.any(axis=1)
             choice = jnp.where(any_free, first_free, oldest)
-    slot = jnp.take_along_axis(window, choice[:, None], axis=1)[:, 0]
+    slot = jnp.take_along_axis(slots, choice[:, None], axis=1)[:, 0]
     was_free = jnp.take_along_axis(free, choice[:, None], axis=1)[:, 0]
-    return found, slot, was_free
+    settled = any_free if state.eviction == "lru" else found
+    return (found, slot, was_free), settled | (slots.shape[1] == state.max_probe)
 
 
-def _first_occurrence(x: U64) -> jax.Array:
-    """For every position, the first position holding the same ID: int32 ``[N]``."""
+def _first_occurrence(x: U64, mask: jax.Array) -> jax.Array:
+    """For every row where ``mask``, the first such row holding the same ID; the row itself
+    elsewhere: int32 ``[N]``. Sorts only the masked rows (the misses of a write)."""
     n = x.lo.shape[0]
-    pos = jnp.arange(n, dtype=jnp.int32)
-    hi, lo, order = jax.lax.sort((x.hi, x.lo, pos), num_keys=3)
-    starts = jnp.concatenate([jnp.ones(1, bool), (hi[1:] != hi[:-1]) | (lo[1:] != lo[:-1])])
-    group_start = jax.lax.cummax(jnp.where(starts, pos, 0))
-    return jnp.zeros(n, jnp.int32).at[order].set(order[group_start])
+
+    def leaders(size):
+        def run(mask):
+            rows = jnp.nonzero(mask, size=size, fill_value=n)[0]
+            real = rows < n
+            hi = jnp.where(real, x.hi[rows], _EMPTY)  # padding sorts last, in its own group
+            lo = jnp.where(real, x.lo[rows], _EMPTY)
+            index = jnp.arange(size, dtype=jnp.int32)  # rows ascend: index = position order
+            hi, lo, order = jax.lax.sort((hi, lo, index), num_keys=3)
+            new = jnp.concatenate([jnp.ones(1, bool), (hi[1:] != hi[:-1]) | (lo[1:] != lo[:-1])])
+            group_start = jax.lax.cummax(jnp.where(new, index, 0))
+            first = jnp.zeros_like(rows).at[order].set(rows[order[group_start]])
+            return jnp.arange(n, dtype=jnp.int32).at[rows].set(first, mode="drop")
+
+        return run
+
+    small = _compact_size(n, 8)  # all masked rows must be sorted together
+    if small == n:
+        return leaders(n)(mask)
+    return jax.lax.cond(mask.sum() <= small, leaders(small), leaders(n), mask)
 
 
 def _add_counters(state: MpzchState, values: list[jax.Array]) -> dict:
@@ -248,13 +366,13 @@ def _write(state: MpzchState, x: U64, now: jax.Array, ttl: jax.Array):
     """Traceable write of flat IDs ``x`` [N] with per-ID ``ttl`` [N]; see the module docstring."""
     n = x.lo.shape[0]
     pos = jnp.arange(n, dtype=jnp.int32)
-    window = probe_windows(state, x)
-    leader = _first_occurrence(x)
-    is_leader = leader == pos
+    base, home = _home(state, x)
     expiry = now + ttl
     evicting = state.eviction is not None
 
-    hit, hit_slot = _find(state, x, window)
+    hit, hit_slot = _find(state, x, base, home)
+    leader = _first_occurrence(x, ~hit)  # every copy of a resident ID is a hit anyway
+    is_leader = leader == pos
     metadata = state.metadata
     if evicting:  # refresh every hit before any eviction is considered
         metadata = metadata.at[jnp.where(hit, hit_slot, state.num_slots)].max(expiry, mode="drop")
@@ -269,7 +387,13 @@ def _write(state: MpzchState, x: U64, now: jax.Array, ttl: jax.Array):
 
     def round_(carry):
         table, kind, slot, age = carry
-        found, choice, was_free = _pick(table, window, now)
+
+        no_pick = (jnp.zeros(n, bool), jnp.zeros(n, jnp.int32), jnp.zeros(n, bool))
+
+        def look(rows, slots, read):  # rule 2 for the pending IDs only
+            return _pick(table, slots, read, now)
+
+        found, choice, was_free = _scan(table, base, home, kind == 0, look, no_pick)
         contender = (kind == 0) & found
         target = jnp.where(contender, choice, table.num_slots)
         claims = jnp.full(table.num_slots, n, jnp.int32).at[target].min(pos, mode="drop")
@@ -286,7 +410,7 @@ def _write(state: MpzchState, x: U64, now: jax.Array, ttl: jax.Array):
         )
         stuck = (kind == 0) & ~found
         kind = jnp.where(won, jnp.where(was_free, 2, 3), jnp.where(stuck, 4, kind))
-        slot = jnp.where(won, choice, jnp.where(stuck, _fallback(table, window), slot))
+        slot = jnp.where(won, choice, jnp.where(stuck, _fallback(table, base, home), slot))
         age = jnp.where(won & ~was_free, now - old_expiry, age)
         return table, kind, slot, age
 
@@ -310,9 +434,9 @@ def _write(state: MpzchState, x: U64, now: jax.Array, ttl: jax.Array):
 
 @jax.jit
 def _lookup(state: MpzchState, x: U64) -> jax.Array:
-    window = probe_windows(state, x)
-    found, slot = _find(state, x, window)
-    return jnp.where(found, slot, _fallback(state, window))
+    base, home = _home(state, x)
+    found, slot = _find(state, x, base, home)
+    return jnp.where(found, slot, _fallback(state, base, home))
 
 
 # ------------------------------------------------------------------ public entry points
