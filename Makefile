@@ -9,13 +9,14 @@ NOTEBOOKS := $(patsubst chapters/%.md,notebooks/%.ipynb,$(CHAPTERS))
 # tests and a reader's own runs leave figures/ untouched.
 FIGURES_ENV := PHOENIX_FIGURES_DIR=$(CURDIR)/figures
 
-.PHONY: help venv book figures test lint lab constraints clean
+.PHONY: help venv book figures test bench lint lab constraints clean
 
 help:
 	@echo "make book     execute every chapter into notebooks/ and regenerate figures/"
 	@echo "make test     unit tests + every chapter re-executed under nbval"
 	@echo "make lab      JupyterLab with chapters opening as notebooks"
 	@echo "make figures  regenerate figures/ only"
+	@echo "make bench    every benchmark (tables, benchmarks/results/); see benchmarks/RESULTS.md"
 	@echo "make lint     ruff"
 
 venv: $(STAMP)
@@ -45,6 +46,10 @@ figures: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[bench]"
+	for b in serving mpzch training book; do $(BIN)/python -m benchmarks.$$b || exit 1; done
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

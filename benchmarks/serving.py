@@ -1,0 +1,141 @@
+"""Ranker serving: the release's masked attention against the linear-in-C isolated path.
+
+For one request (B = 1) with S = 128 history items and C candidates, D = 128 and
+2 layers (the release's demo shape), float32: milliseconds per request,
+candidates per second, XLA's compile time, the peak temporary memory XLA
+assigned to the compiled program, and the largest difference between the two
+paths' logits relative to the largest logit.
+
+    python -m benchmarks.serving [--quick] [--candidates 128 512 2048 8192]
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks import common
+from phoenix_lib import make_ranker, tables
+from phoenix_lib.config import demo_ranker_config
+from phoenix_lib.inputs import random_batch
+from phoenix_lib.plotting import book_style
+
+PATHS = ("masked", "isolated")
+NUM_BUCKETS = 10_000
+
+
+def measure(config, num_candidates: int, repeats: int) -> list[dict]:
+    """One row per attention path for one candidate count; both on the same request."""
+    batch = random_batch(
+        config, batch_size=1, num_candidates=num_candidates, num_buckets=NUM_BUCKETS, seed=0
+    )
+    hash_tables = tables.init_tables(
+        jax.random.key(1),
+        num_user_buckets=NUM_BUCKETS,
+        num_post_buckets=NUM_BUCKETS,
+        num_author_buckets=NUM_BUCKETS,
+        dim=config.emb_size,
+    )
+    embeddings = tables.embed(hash_tables, batch)
+    # Trained-like weights (the release's own init zeroes the transformer): same for both paths.
+    params = make_ranker(config).init(jax.random.key(0), batch, embeddings)
+    rows, logits = [], {}
+    for path in PATHS:
+        apply = jax.jit(make_ranker(config, attention=path).apply)
+        start = time.perf_counter()
+        compiled = apply.lower(params, batch, embeddings).compile()
+        compile_s = time.perf_counter() - start
+        memory = compiled.memory_analysis()
+        temp = getattr(memory, "temp_size_in_bytes", None) if memory is not None else None
+        logits[path] = np.asarray(compiled(params, batch, embeddings), np.float64)
+        seconds = common.timed_jax(compiled, params, batch, embeddings, repeats=repeats)
+        rows.append(
+            {
+                "candidates": num_candidates,
+                "path": path,
+                "ms_per_request": 1e3 * seconds,
+                "candidates_per_s": num_candidates / seconds,
+                "compile_s": compile_s,
+                "temp_mib": temp / 2**20 if temp is not None else None,
+            }
+        )
+    scale = np.abs(logits["masked"]).max()
+    diff = float(np.abs(logits["masked"] - logits["isolated"]).max() / scale)
+    for row in rows:
+        row["max_rel_diff"] = diff
+        row["speedup"] = rows[0]["ms_per_request"] / row["ms_per_request"]
+    return rows
+
+
+def figure(rows: list[dict]):
+    import matplotlib.pyplot as plt
+
+    book_style()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
+    for path, marker in zip(PATHS, "os", strict=True):
+        mine = [r for r in rows if r["path"] == path]
+        c = [r["candidates"] for r in mine]
+        left.loglog(c, [r["ms_per_request"] for r in mine], marker + "-", label=path)
+    speed = [r for r in rows if r["path"] == "isolated"]
+    right.semilogx([r["candidates"] for r in speed], [r["speedup"] for r in speed], "s-")
+    left.set(xlabel="candidates C", ylabel="ms per request", title="one request, S = 128")
+    right.set(xlabel="candidates C", ylabel="masked time / isolated time", title="speed-up")
+    left.legend()
+    return fig
+
+
+def main(argv=None) -> dict:
+    args = common.parse_args(
+        __doc__.splitlines()[0],
+        argv,
+        candidates={"type": int, "nargs": "+", "default": None, "help": "candidate counts"},
+    )
+    counts = args.candidates or ([128, 512] if args.quick else [128, 512, 2048, 8192])
+    if min(counts) < 1:
+        raise SystemExit("--candidates must be positive")
+    config = demo_ranker_config(fprop_dtype=jnp.float32)
+    print(
+        f"serving on {common.machine()['device']}: B = 1, S = {config.history_seq_len}, "
+        f"D = {config.emb_size}, {config.model.num_layers} layers, float32"
+    )
+    # True float32 products on every backend (GPUs default to TF32 for float32 matmuls).
+    with jax.default_matmul_precision("highest"):
+        rows = [row for c in counts for row in measure(config, c, args.repeats)]
+    common.print_table(
+        rows,
+        [
+            ("candidates", "d"),
+            ("path", "s"),
+            ("ms_per_request", ".2f"),
+            ("candidates_per_s", ",.0f"),
+            ("compile_s", ".2f"),
+            ("temp_mib", ".1f"),
+            ("max_rel_diff", ".1e"),
+            ("speedup", ".1f"),
+        ],
+    )
+    largest = max(counts)
+    speedups = {r["candidates"]: r["speedup"] for r in rows if r["path"] == "isolated"}
+    summary = {
+        "speedup_by_candidates": speedups,
+        "max_rel_diff": max(r["max_rel_diff"] for r in rows),
+        "speedup_at_2048": speedups.get(2048),
+        "speedup_widens": all(
+            speedups[a] < speedups[b] for a, b in itertools.pairwise(sorted(speedups))
+        ),
+        "largest": largest,
+    }
+    print(
+        f"speed-up by C: {', '.join(f'{c}: {s:.1f}x' for c, s in speedups.items())}; "
+        f"max relative difference {summary['max_rel_diff']:.1e}"
+    )
+    common.save(args.out, "serving", rows, summary, figure(rows))
+    return summary
+
+
+if __name__ == "__main__":
+    main()

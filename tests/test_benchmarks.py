@@ -1,0 +1,33 @@
+"""Every benchmark's --quick mode runs, prints its table and writes its files (so none rots).
+
+Only that: timings are never asserted here (performance goals live in benchmarks/RESULTS.md).
+The quick MPZCH run checks its own correctness claim: FBGEMM's slots equal ours when
+FBGEMM is installed, and it exits with an error otherwise.
+"""
+
+import json
+
+import jax
+import pytest
+
+from benchmarks import book, mpzch, serving, training
+
+
+@pytest.mark.parametrize("module", [serving, mpzch, training, book], ids=lambda m: m.__name__)
+def test_quick_mode_writes_its_results(module, tmp_path, capsys):
+    summary = module.main(["--quick", "--out", str(tmp_path)])
+    subject = module.__name__.rsplit(".", 1)[1]
+    stem = tmp_path / f"{subject}-{jax.default_backend()}"
+    record = json.loads(stem.with_suffix(".json").read_text())
+    assert record["summary"] == json.loads(json.dumps(summary))
+    assert record["rows"] and record["machine"]["backend"] == jax.default_backend()
+    assert stem.with_suffix(".csv").read_text().count("\n") == len(record["rows"]) + 1
+    assert stem.with_suffix(".svg").read_text().lstrip().startswith("<?xml")
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_serving_paths_agree_and_mpzch_rejects_bad_arguments(tmp_path):
+    summary = serving.main(["--quick", "--candidates", "64", "--out", str(tmp_path)])
+    assert summary["max_rel_diff"] < 1e-5  # the two attention paths compute one function
+    with pytest.raises(SystemExit):
+        mpzch.main(["--quick", "--repeats", "0", "--out", str(tmp_path)])
