@@ -5,7 +5,7 @@ once, reads each test's duration from its JUnit report, and sums the cells of
 every chapter. Chapter times are therefore measured as the suite runs them,
 sharing the 2 cores with the other worker.
 
-    python -m benchmarks.book [--quick]   (--quick: Chapter 1 and one unit-test file)
+    python -m benchmarks.book [--quick]   (--quick: Chapter 2 alone)
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def run_suite(paths: list[str]) -> tuple[float, dict[str, float], int]:
 
 def main(argv=None) -> dict:
     args = common.parse_args(__doc__.splitlines()[0], argv)
-    paths = ["chapters/01_hash_embeddings.md", "tests/test_u64.py"] if args.quick else []
+    paths = ["chapters/02_reduce_blocks.md"] if args.quick else []
     wall, per_file, count = run_suite(paths)
     chapters = sorted(p for p in ROOT.glob("chapters/[0-9][0-9]_*.md"))
     rows = []

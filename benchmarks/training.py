@@ -26,7 +26,7 @@ from phoenix_lib.world import World, WorldConfig, positive_log_q
 def ranker_case(world, quick: bool):
     """Chapter 4's step and its data stream."""
     config = book_ranker_config()
-    buckets = (2**13, 2**15, 2**11)
+    buckets = (2**10, 2**12, 2**10) if quick else (2**13, 2**15, 2**11)
     batch_size = 16 if quick else 64
     data = world.ranking_data(config, buckets, batch_size=batch_size)
     optimizer = optax.adamw(1e-3, weight_decay=1e-4)
@@ -46,7 +46,7 @@ def ranker_case(world, quick: bool):
 def retrieval_case(world, quick: bool):
     """Chapter 5's step and its data stream."""
     config = book_retrieval_config(history_seq_len=16)
-    buckets = (2**13, 2**18, 2**13)
+    buckets = (2**10, 2**12, 2**10) if quick else (2**13, 2**18, 2**13)
     batch_size = 32 if quick else 128
     sessions = [
         world.session(10**5 + i, batch_size=batch_size, history_len=16, num_candidates=16)
