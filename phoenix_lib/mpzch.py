@@ -182,7 +182,7 @@ def create(
 
 
 # Every ID first checks this many slots of its window; the few that are still
-# unresolved are compacted and finish the window in a second pass (see _on_rows).
+# unresolved are compacted and read their whole window afterwards (see _scan).
 _FIRST_PROBES = 4
 # Batches smaller than this are not compacted (compaction pays off only for large ones).
 _COMPACT_FROM = 1024
@@ -288,7 +288,8 @@ def _find(state: MpzchState, x: U64, base: jax.Array, home: jax.Array):
         )
         first = jnp.argmax(owned, axis=1)
         found = owned.any(axis=1)
-        return (found, jnp.take_along_axis(slots, first[:, None], axis=1)[:, 0]), found
+        whole = slots.shape[1] == state.max_probe  # a whole window settles a miss too
+        return (found, jnp.take_along_axis(slots, first[:, None], axis=1)[:, 0]), found | whole
 
     n = x.lo.shape[0]
     out = (jnp.zeros(n, bool), jnp.zeros(n, jnp.int32))
