@@ -9,13 +9,14 @@ NOTEBOOKS := $(patsubst chapters/%.md,notebooks/%.ipynb,$(CHAPTERS))
 # tests and a reader's own runs leave figures/ untouched.
 FIGURES_ENV := PHOENIX_FIGURES_DIR=$(CURDIR)/figures
 
-.PHONY: help venv book figures test bench lint lab constraints clean
+.PHONY: help venv book figures html mathjax test bench lint lab constraints clean
 
 help:
 	@echo "make book     execute every chapter into notebooks/ and regenerate figures/"
 	@echo "make test     unit tests + every chapter re-executed under nbval"
 	@echo "make lab      JupyterLab with chapters opening as notebooks"
 	@echo "make figures  regenerate figures/ only"
+	@echo "make html     the HTML book in _build/html (executes chapters, cached)"
 	@echo "make bench    every benchmark (tables, benchmarks/results/); see benchmarks/RESULTS.md"
 	@echo "make lint     ruff"
 
@@ -43,6 +44,18 @@ figures: $(STAMP)
 	  $(FIGURES_ENV) $(BIN)/jupytext --to ipynb --execute --run-path chapters \
 	    --output notebooks/$$(basename $$c .md).ipynb $$c || exit 1; \
 	done
+
+# MathJax 3 from the npm registry, copied next to the HTML pages (see _config.yml).
+MATHJAX := _build/vendor/mathjax
+mathjax: $(MATHJAX)/es5/tex-chtml.js
+
+$(MATHJAX)/es5/tex-chtml.js:
+	rm -rf $(MATHJAX) && mkdir -p _build/vendor
+	cd _build/vendor && npm pack --silent mathjax@3.2.2 >/dev/null && tar xzf mathjax-3.2.2.tgz \
+	  && rm mathjax-3.2.2.tgz && mv package mathjax
+
+html: $(STAMP) mathjax
+	$(BIN)/jupyter-book build . -W -n --keep-going
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
