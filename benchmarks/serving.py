@@ -118,7 +118,6 @@ def main(argv=None) -> dict:
             ("speedup", ".1f"),
         ],
     )
-    largest = max(counts)
     speedups = {r["candidates"]: r["speedup"] for r in rows if r["path"] == "isolated"}
     summary = {
         "speedup_by_candidates": speedups,
@@ -127,7 +126,6 @@ def main(argv=None) -> dict:
         "speedup_widens": all(
             speedups[a] < speedups[b] for a, b in itertools.pairwise(sorted(speedups))
         ),
-        "largest": largest,
     }
     print(
         f"speed-up by C: {', '.join(f'{c}: {s:.1f}x' for c, s in speedups.items())}; "
