@@ -1,5 +1,6 @@
 """Figures: every one a chapter saves is committed, every committed one is saved by a
-chapter, and every figure the README or a chapter shows exists and comes from a chapter."""
+chapter, and every figure the README, the HTML book's landing page or a chapter shows
+exists and comes from a chapter."""
 
 import re
 from pathlib import Path
@@ -39,7 +40,7 @@ def test_every_saved_figure_is_committed_and_nothing_else_is():
 def test_figures_shown_in_the_readme_and_chapters_exist_and_come_from_chapters():
     made = produced()
     shown = 0
-    for doc in [ROOT / "README.md", *CHAPTERS]:
+    for doc in [ROOT / "README.md", ROOT / "index.md", *CHAPTERS]:
         for target in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", doc.read_text()):
             path = (doc.parent / target).resolve()
             assert path.is_file(), f"{doc.name} shows a missing figure {target}"

@@ -10,11 +10,9 @@ the file browser, runs every cell from the Run menu, saves, and then checks:
 * the paired notebook was written with those outputs, and the chapter's text
   file is byte-for-byte what it was (outputs live only in the notebook).
 
-A screenshot goes to ``_build/test-artifacts/`` (or ``$PHOENIX_ARTIFACTS_DIR``).
-Chromium is Debian's package (``/usr/bin/chromium``, installed by ``.ci/run``);
-Playwright never downloads a browser here. Without Chromium or Playwright the
-test skips, unless ``PHOENIX_REQUIRE_BROWSER=1`` (set by ``.ci/run``) makes
-that a failure.
+A screenshot and JupyterLab's log go to the test artifacts (``_build/test-artifacts/``).
+The browser is the ``chromium`` fixture of ``conftest.py``: Debian's package,
+installed by ``.ci/run``.
 """
 
 import json
@@ -29,38 +27,11 @@ import time
 import urllib.request
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTER = "01_hash_embeddings"
-CHROMIUM = Path("/usr/bin/chromium")
-# Headless, and none of Chromium's own network features: the machine is offline.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 # Printed by Chapter 1's second code cell (memory of one row per user).
 KNOWN_OUTPUT = "one row per user:      1.024 TB"
 RUN_TIMEOUT_S = 90
-
-
-def _browser_or_skip():
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        missing = "Playwright for Python (pip install -e '.[test]')"
-    else:
-        if CHROMIUM.exists():
-            return sync_playwright
-        missing = f"{CHROMIUM} (Debian package chromium)"
-    if os.environ.get("PHOENIX_REQUIRE_BROWSER") == "1":
-        pytest.fail(f"the browser test needs {missing}")
-    pytest.skip(f"the browser test needs {missing}")
 
 
 def _free_port():
@@ -131,10 +102,7 @@ def _wait_until_run(page):
     raise AssertionError(f"the last cell did not run within {RUN_TIMEOUT_S} s: {prompt!r}")
 
 
-def test_chapter_one_runs_and_saves_in_jupyterlab(tmp_path):
-    sync_playwright = _browser_or_skip()
-    artifacts = Path(os.environ.get("PHOENIX_ARTIFACTS_DIR", ROOT / "_build" / "test-artifacts"))
-    artifacts.mkdir(parents=True, exist_ok=True)
+def test_chapter_one_runs_and_saves_in_jupyterlab(tmp_path, chromium, artifacts):
     (tmp_path / "chapters").mkdir()
     source = ROOT / "chapters" / f"{CHAPTER}.md"
     chapter = tmp_path / "chapters" / source.name
@@ -145,32 +113,24 @@ def test_chapter_one_runs_and_saves_in_jupyterlab(tmp_path):
     port, token = _free_port(), secrets.token_hex(16)
     log = (artifacts / "jupyterlab.log").open("w")
     lab = _start_lab(tmp_path, port, token, log)
+    page = chromium.new_page(viewport={"width": 1400, "height": 1000})
     try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(
-                executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-            )
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            try:
-                page.goto(f"http://127.0.0.1:{port}/lab/tree/chapters?token={token}")
-                page.locator(".jp-DirListing-item", has_text=source.name).dblclick()
-                panel = page.locator(".jp-NotebookPanel")
-                panel.wait_for(timeout=30_000)
-                # Opened as a notebook (not as a Markdown text file); its kernel is up.
-                page.get_by_text("Python 3 (ipykernel) | Idle").wait_for(timeout=60_000)
-                page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
-                page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
-                _wait_until_run(page)
+        page.goto(f"http://127.0.0.1:{port}/lab/tree/chapters?token={token}")
+        page.locator(".jp-DirListing-item", has_text=source.name).dblclick()
+        page.locator(".jp-NotebookPanel").wait_for(timeout=30_000)
+        # Opened as a notebook (not as a Markdown text file); its kernel is up.
+        page.get_by_text("Python 3 (ipykernel) | Idle").wait_for(timeout=60_000)
+        page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
+        page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
+        _wait_until_run(page)
 
-                known = page.get_by_text(KNOWN_OUTPUT)
-                known.scroll_into_view_if_needed()
-                assert known.is_visible()
-                page.keyboard.press("Control+s")
-                page.locator(".jp-mod-dirty").wait_for(state="detached", timeout=15_000)
-            finally:
-                page.screenshot(path=artifacts / "jupyterlab-chapter-01.png")
-                browser.close()
+        known = page.get_by_text(KNOWN_OUTPUT)
+        known.scroll_into_view_if_needed()
+        assert known.is_visible()
+        page.keyboard.press("Control+s")
+        page.locator(".jp-mod-dirty").wait_for(state="detached", timeout=15_000)
     finally:
+        page.screenshot(path=artifacts / "jupyterlab-chapter-01.png")
         _stop_lab(lab, port, token)
         log.close()
 

@@ -49,3 +49,15 @@ def test_jupytext_pairs_chapters_with_ignored_notebooks():
     assert config["formats"] == "chapters///md:myst,notebooks///ipynb"
     ignored = (ROOT / ".gitignore").read_text().split()
     assert "notebooks/" in ignored and ".ipynb_checkpoints/" in ignored
+
+
+def test_chapters_are_what_jupytext_writes_back():
+    """Saving a chapter from JupyterLab rewrites it with this config: it must not change."""
+    import jupytext
+    from jupytext.config import load_jupytext_configuration_file
+
+    config = load_jupytext_configuration_file(str(ROOT / "pyproject.toml"))
+    for chapter in sorted((ROOT / "chapters").glob("[0-9][0-9]_*.md")):
+        text = chapter.read_text()
+        written = jupytext.writes(jupytext.reads(text, fmt="md:myst"), fmt="md:myst", config=config)
+        assert written == text, f"{chapter.name} would change when saved from JupyterLab"
