@@ -129,10 +129,12 @@ def fit(
 ):
     """Run ``num_steps`` steps from ``state.step`` on; ``batches(i)`` gives step ``i``'s arguments.
 
-    Returns ``(state, losses [num_steps])``. A tqdm bar on stdout shows progress.
+    Returns ``(state, losses [num_steps])``. A tqdm bar on stdout shows progress. The
+    loop waits for a step's result only when the bar shows the loss (every 50 steps),
+    so making the next batch in NumPy overlaps the running step.
     """
     start = int(state.step)
-    losses = np.empty(num_steps, np.float32)
+    losses = []
     bar = tqdm(
         range(num_steps),
         desc=desc,
@@ -143,7 +145,7 @@ def fit(
     )
     for i in bar:
         state, loss = step(state, *batches(start + i))
-        losses[i] = loss
+        losses.append(loss)
         if i % 50 == 0:
             bar.set_postfix(loss=f"{float(loss):.4f}")
-    return state, losses
+    return state, np.array(losses, np.float32).reshape(num_steps)
