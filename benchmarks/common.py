@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import datetime
 import json
 import os
@@ -32,6 +33,14 @@ def parse_args(description: str, argv=None, **extra) -> argparse.Namespace:
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
     return args
+
+
+def one_layer_if_quick(config, quick: bool):
+    """``config`` unchanged, or with a one-layer transformer for ``--quick`` runs, which
+    are smoke runs: the same code path at half the compile time (compiling dominates them)."""
+    if quick:
+        config.model = dataclasses.replace(config.model, num_layers=1)
+    return config
 
 
 def median_seconds(fn, repeats: int, *, warmup: int = 1) -> float:

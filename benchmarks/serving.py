@@ -28,21 +28,17 @@ PATHS = ("masked", "isolated")
 NUM_BUCKETS = 10_000
 
 
-def measure(config, num_candidates: int, repeats: int) -> list[dict]:
-    """One row per attention path for one candidate count; both on the same request."""
+def request(config, hash_tables, num_candidates: int):
+    """One request (B = 1) with ``num_candidates`` candidates and its embeddings."""
     batch = random_batch(
         config, batch_size=1, num_candidates=num_candidates, num_buckets=NUM_BUCKETS, seed=0
     )
-    hash_tables = tables.init_tables(
-        jax.random.key(1),
-        num_user_buckets=NUM_BUCKETS,
-        num_post_buckets=NUM_BUCKETS,
-        num_author_buckets=NUM_BUCKETS,
-        dim=config.emb_size,
-    )
-    embeddings = tables.embed(hash_tables, batch)
-    # Trained-like weights (the release's own init zeroes the transformer): same for both paths.
-    params = make_ranker(config).init(jax.random.key(0), batch, embeddings)
+    return batch, tables.embed(hash_tables, batch)
+
+
+def measure(config, hash_tables, params, num_candidates: int, repeats: int) -> list[dict]:
+    """One row per attention path for one candidate count; both on the same request."""
+    batch, embeddings = request(config, hash_tables, num_candidates)
     rows, logits = [], {}
     for path in PATHS:
         apply = jax.jit(make_ranker(config, attention=path).apply)
@@ -97,14 +93,28 @@ def main(argv=None) -> dict:
     counts = args.candidates or ([128, 512] if args.quick else [128, 512, 2048, 8192])
     if min(counts) < 1:
         raise SystemExit("--candidates must be positive")
-    config = demo_ranker_config(fprop_dtype=jnp.float32)
+    config = common.one_layer_if_quick(demo_ranker_config(fprop_dtype=jnp.float32), args.quick)
+    hash_tables = tables.init_tables(
+        jax.random.key(1),
+        num_user_buckets=NUM_BUCKETS,
+        num_post_buckets=NUM_BUCKETS,
+        num_author_buckets=NUM_BUCKETS,
+        dim=config.emb_size,
+    )
+    # Trained-like weights (the release's own init zeroes the transformer), the same for
+    # both paths and every C (no parameter depends on C).
+    params = make_ranker(config).init(
+        jax.random.key(0), *request(config, hash_tables, min(counts))
+    )
     print(
         f"serving on {common.machine()['device']}: B = 1, S = {config.history_seq_len}, "
-        f"D = {config.emb_size}, {config.model.num_layers} layers, float32"
+        f"D = {config.emb_size}, layers: {config.model.num_layers}, float32"
     )
     # True float32 products on every backend (GPUs default to TF32 for float32 matmuls).
     with jax.default_matmul_precision("highest"):
-        rows = [row for c in counts for row in measure(config, c, args.repeats)]
+        rows = [
+            row for c in counts for row in measure(config, hash_tables, params, c, args.repeats)
+        ]
     common.print_table(
         rows,
         [

@@ -25,7 +25,7 @@ from phoenix_lib.world import World, WorldConfig, positive_log_q
 
 def ranker_case(world, quick: bool):
     """Chapter 4's step and its data stream."""
-    config = book_ranker_config()
+    config = common.one_layer_if_quick(book_ranker_config(), quick)
     buckets = (2**10, 2**12, 2**10) if quick else (2**13, 2**15, 2**11)
     batch_size = 16 if quick else 64
     data = world.ranking_data(config, buckets, batch_size=batch_size)
@@ -45,7 +45,7 @@ def ranker_case(world, quick: bool):
 
 def retrieval_case(world, quick: bool):
     """Chapter 5's step and its data stream."""
-    config = book_retrieval_config(history_seq_len=16)
+    config = common.one_layer_if_quick(book_retrieval_config(history_seq_len=16), quick)
     buckets = (2**10, 2**12, 2**10) if quick else (2**13, 2**18, 2**13)
     batch_size = 32 if quick else 128
     sessions = [

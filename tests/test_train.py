@@ -1,5 +1,7 @@
 """Training steps, losses, checkpoint resume, the weighted scorer."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -18,6 +20,7 @@ BUCKETS = (512, 2048, 128)
 CONFIG = book_ranker_config(history_seq_len=8, candidate_seq_len=4)
 
 
+@functools.cache  # one compilation for the tests below; the state is immutable
 def ranker_setup():
     optimizer = optax.adamw(3e-3)
     data = WORLD.ranking_data(CONFIG, BUCKETS, batch_size=8)
