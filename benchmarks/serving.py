@@ -103,9 +103,7 @@ def main(argv=None) -> dict:
     )
     # Trained-like weights (the release's own init zeroes the transformer), the same for
     # both paths and every C (no parameter depends on C).
-    params = make_ranker(config).init(
-        jax.random.key(0), *request(config, hash_tables, min(counts))
-    )
+    params = make_ranker(config).init(jax.random.key(0), *request(config, hash_tables, min(counts)))
     print(
         f"serving on {common.machine()['device']}: B = 1, S = {config.history_seq_len}, "
         f"D = {config.emb_size}, layers: {config.model.num_layers}, float32"
