@@ -193,8 +193,14 @@ def _compact_size(n: int, fraction: int) -> int:
     return n if n < _COMPACT_FROM else max(n // fraction, 1)
 
 
+@jax.jit
 def _home(state: MpzchState, x: U64) -> tuple[jax.Array, jax.Array]:
-    """Each ID's bucket start (a slot index) and home offset in its bucket: int32 ``[N]`` each."""
+    """Each ID's bucket start (a slot index) and home offset in its bucket: int32 ``[N]`` each.
+
+    Jitted on its own and passed to :func:`_write` / :func:`_lookup` as arrays: inside
+    one program XLA would recompute the 64-bit hash in each of the five or so fused
+    loops that read ``home`` (more code to compile and more work to run).
+    """
     size = state.bucket_size
     base = u64.mod(x, state.num_buckets).astype(jnp.int32) * size
     home = u64.mod(murmur_words(x, u64.constant(0)), size).astype(jnp.int32)
@@ -363,11 +369,11 @@ def _add_counters(state: MpzchState, values: list[jax.Array]) -> dict:
 
 
 @jax.jit
-def _write(state: MpzchState, x: U64, now: jax.Array, ttl: jax.Array):
-    """Traceable write of flat IDs ``x`` [N] with per-ID ``ttl`` [N]; see the module docstring."""
+def _write(state: MpzchState, x: U64, base, home, now: jax.Array, ttl: jax.Array):
+    """Traceable write of flat IDs ``x`` [N] (bucket starts and home offsets from
+    :func:`_home`) with per-ID ``ttl`` [N]; see the module docstring."""
     n = x.lo.shape[0]
     pos = jnp.arange(n, dtype=jnp.int32)
-    base, home = _home(state, x)
     expiry = now + ttl
     evicting = state.eviction is not None
 
@@ -434,8 +440,7 @@ def _write(state: MpzchState, x: U64, now: jax.Array, ttl: jax.Array):
 
 
 @jax.jit
-def _lookup(state: MpzchState, x: U64) -> jax.Array:
-    base, home = _home(state, x)
+def _lookup(state: MpzchState, x: U64, base, home) -> jax.Array:
     found, slot = _find(state, x, base, home)
     return jnp.where(found, slot, _fallback(state, base, home))
 
@@ -515,7 +520,7 @@ def write(state: MpzchState, ids, now_hour, ttl_hours=None):
     if x.lo.shape[0] == 0:
         empty = jnp.zeros(shape, jnp.int32)
         return state, empty, empty
-    state, slots, evicted = _write(state, x, now, ttl)
+    state, slots, evicted = _write(state, x, *_home(state, x), now, ttl)
     return state, slots.reshape(shape), evicted.reshape(shape)
 
 
@@ -528,7 +533,7 @@ def lookup(state: MpzchState, ids) -> jax.Array:
     x, shape = _ids_as_words(ids)
     if x.lo.shape[0] == 0:
         return jnp.zeros(shape, jnp.int32)
-    return _lookup(state, x).reshape(shape)
+    return _lookup(state, x, *_home(state, x)).reshape(shape)
 
 
 @jax.jit
