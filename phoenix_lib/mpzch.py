@@ -249,10 +249,11 @@ def _scan(state: MpzchState, base, home, mask, look, out):
     ``[R, L]`` in probe order and ``read(plane) -> [R, L]`` (a state array read at
     those slots); it returns ``(result, settled)``: a pytree shaped like ``out``
     with leading axis ``R``, and bool ``[R]``. Pass 1 reads the first
-    ``_FIRST_PROBES`` slots of every window (scattered reads); rows that this did
-    not settle read their whole window, as one contiguous slice (pass 2, much
-    cheaper than single reads) or, for the rare window that wraps around its
-    bucket's end, slot by slot (pass 3).
+    ``_FIRST_PROBES`` slots of every window; rows that this did not settle read
+    their whole window (pass 2). Both read a window as one contiguous slice per
+    row, much cheaper than single reads; the rare window that wraps around its
+    bucket's end within the slots a pass reads is left unsettled by pass 1 and
+    read slot by slot in pass 3.
     """
     size, probes, n = state.bucket_size, state.max_probe, home.shape[0]
 
@@ -263,14 +264,22 @@ def _scan(state: MpzchState, base, home, mask, look, out):
 
         return run
 
-    def by_slice(rows):
-        start = base[rows] + home[rows]
-        slots = start[:, None] + jnp.arange(probes, dtype=jnp.int32)
-        cut = jax.vmap(lambda plane, s: jax.lax.dynamic_slice(plane, (s,), (probes,)), (None, 0))
-        return look(rows, slots, lambda plane: cut(plane, start))
+    def by_slice(length):
+        def run(rows):
+            start = base[rows] + home[rows]
+            slots = start[:, None] + jnp.arange(length, dtype=jnp.int32)
+            cut = jax.vmap(
+                lambda plane, s: jax.lax.dynamic_slice(plane, (s,), (length,)), (None, 0)
+            )
+            result, settled = look(rows, slots, lambda plane: cut(plane, start))
+            return result, settled & (home[rows] <= size - length)  # wrapped: read wrong slots
 
-    # Small batches read whole windows in one pass: cheaper to compile, as fast to run.
-    first = by_slot(min(_FIRST_PROBES, probes) if n >= _COMPACT_FROM else probes)
+        return run
+
+    if n < _COMPACT_FROM:  # small batches: whole windows, slot by slot, in one pass
+        first = by_slot(probes)
+    else:
+        first = by_slice(min(_FIRST_PROBES, probes))
     if mask is None:  # every row
         mask = jnp.ones(n, bool)
         out, settled = first(jnp.arange(n, dtype=jnp.int32))
@@ -279,7 +288,9 @@ def _scan(state: MpzchState, base, home, mask, look, out):
     if n < _COMPACT_FROM:
         return out
     wraps = home > size - probes
-    out, _ = _on_rows(mask & ~settled & ~wraps, by_slice, (out, settled), _compact_size(n, 8))
+    out, _ = _on_rows(
+        mask & ~settled & ~wraps, by_slice(probes), (out, settled), _compact_size(n, 8)
+    )
     rare = _compact_size(n, 1024)
     out, _ = _on_rows(mask & ~settled & wraps, by_slot(probes), (out, settled), rare)
     return out

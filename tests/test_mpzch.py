@@ -145,6 +145,10 @@ def test_compacted_passes_equal_whole_window_reads_on_large_batches(monkeypatch,
     settings = dict(num_slots=4096, max_probe=32, num_buckets=2, eviction=eviction, ttl_hours=3)
     assert 2048 >= mpzch._COMPACT_FROM
     fast, pool, fast_out = _crowded_run(settings)
+    # The edge case of pass 1: windows that wrap around the bucket end within its slice.
+    bucket = settings["num_slots"] // settings["num_buckets"]
+    homes = np.asarray(mpzch.probe_windows(fast, u64.from_ids(pool))[:, 0]) % bucket
+    assert (homes > bucket - mpzch._FIRST_PROBES).sum() >= 2
     monkeypatch.setattr(mpzch, "_FIRST_PROBES", settings["max_probe"])
     monkeypatch.setattr(mpzch, "_COMPACT_FROM", 10**9)
     jax.clear_caches()
