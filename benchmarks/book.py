@@ -59,8 +59,7 @@ def run_suite(options: list[str]) -> tuple[float, dict[str, float], int]:
 
 def main(argv=None) -> dict:
     args = common.parse_args(__doc__.splitlines()[0], argv)
-    # The smoke run skips the two worker processes (-n 0): starting them costs more than
-    # the chapter.
+    # The smoke run uses one process (-n 0): no worker processes to start.
     options = ["-n", "0", "chapters/02_reduce_blocks.md"] if args.quick else []
     wall, per_file, count = run_suite(options)
     chapters = sorted(p for p in ROOT.glob("chapters/[0-9][0-9]_*.md"))
