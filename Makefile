@@ -8,6 +8,12 @@ NOTEBOOKS := $(patsubst chapters/%.md,notebooks/%.ipynb,$(CHAPTERS))
 # Figures are written only when this is set (make book / make figures); the
 # tests and a reader's own runs leave figures/ untouched.
 FIGURES_ENV := PHOENIX_FIGURES_DIR=$(CURDIR)/figures
+# glibc serves blocks of 32 MiB and more with a fresh mmap and unmaps them on free, so
+# every training step of Chapter 5 (its 2**18-row post table) re-faults its gradient and
+# Adam buffers: ~25,000 page faults and half the step's CPU time. Keeping big blocks in
+# the heap removes that (benchmarks/RESULTS.md). Every command below inherits it.
+export MALLOC_MMAP_THRESHOLD_ := 4294967296
+export MALLOC_TRIM_THRESHOLD_ := 68719476736
 
 .PHONY: help venv book figures html mathjax test bench lint lab constraints clean
 
