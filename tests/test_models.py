@@ -211,9 +211,7 @@ def _random_params(config, batch, seed):
     only: one compiled init per config instead of one per C.
     """
     first = batch._replace(
-        candidate_post_hashes=batch.candidate_post_hashes[:, :1],
-        candidate_author_hashes=batch.candidate_author_hashes[:, :1],
-        candidate_product_surface=batch.candidate_product_surface[:, :1],
+        **{k: v[:, :1] for k, v in batch._asdict().items() if k.startswith("candidate_")}
     )
     params = _jit_init(config)(jax.random.PRNGKey(seed), first, tables.embed(_TABLES, first))
     return _jitter(params, jax.random.PRNGKey(seed + 1))
