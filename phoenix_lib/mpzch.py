@@ -296,6 +296,24 @@ def _scan(state: MpzchState, base, home, mask, look, out):
     return out
 
 
+def _first(mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Per row of ``mask`` [R, L]: whether any entry is true, and the index of the first true
+    one (``L - 1`` where none): ``[R]`` bool, ``[R]`` int32.
+
+    One min-reduction over ``where(mask, position, L)``; ``argmax`` plus ``any`` would be
+    two reductions, and XLA's CPU backend runs argmax's (value, index) reduction several
+    times slower than a plain min.
+    """
+    length = mask.shape[1]
+    first = jnp.min(jnp.where(mask, jnp.arange(length, dtype=jnp.int32), length), axis=1)
+    return first < length, jnp.minimum(first, length - 1)
+
+
+def _at(values: jax.Array, index: jax.Array) -> jax.Array:
+    """``values[r, index[r]]`` for every row: ``[R, L]``, ``[R]`` -> ``[R]``."""
+    return jnp.take_along_axis(values, index[:, None], axis=1)[:, 0]
+
+
 def _find(state: MpzchState, x: U64, base: jax.Array, home: jax.Array):
     """Whether each ID owns a slot in its window ``[N]`` bool, and which slot ``[N]`` int32."""
 
@@ -303,10 +321,9 @@ def _find(state: MpzchState, x: U64, base: jax.Array, home: jax.Array):
         owned = (read(state.identity_hi) == x.hi[rows, None]) & (
             read(state.identity_lo) == x.lo[rows, None]
         )
-        first = jnp.argmax(owned, axis=1)
-        found = owned.any(axis=1)
+        found, first = _first(owned)
         whole = slots.shape[1] == state.max_probe  # a whole window settles a miss too
-        return (found, jnp.take_along_axis(slots, first[:, None], axis=1)[:, 0]), found | whole
+        return (found, _at(slots, first)), found | whole
 
     n = x.lo.shape[0]
     out = (jnp.zeros(n, bool), jnp.zeros(n, jnp.int32))
@@ -325,8 +342,7 @@ def _pick(state: MpzchState, slots, read, now: jax.Array):
     LRU saw no free slot, since LRU prefers any free slot to an expired one).
     """
     free = (read(state.identity_hi) == _EMPTY) & (read(state.identity_lo) == _EMPTY)
-    any_free = free.any(axis=1)
-    first_free = jnp.argmax(free, axis=1)
+    any_free, first_free = _first(free)
     if state.eviction is None:
         found, choice = any_free, first_free
     else:
@@ -334,13 +350,14 @@ def _pick(state: MpzchState, slots, read, now: jax.Array):
         expired = ~free & (now > expiry)
         if state.eviction == "ttl":
             usable = free | expired
-            found, choice = usable.any(axis=1), jnp.argmax(usable, axis=1)
-        else:  # lru
-            oldest = jnp.argmin(jnp.where(expired, expiry, _MAX_HOUR), axis=1)
-            found = any_free | expired.any(axis=1)
+            found, choice = _first(usable)
+        else:  # lru: the first of the expired slots with the earliest expiry
+            earliest = jnp.min(jnp.where(expired, expiry, _MAX_HOUR), axis=1)
+            any_expired, oldest = _first(expired & (expiry == earliest[:, None]))
+            found = any_free | any_expired
             choice = jnp.where(any_free, first_free, oldest)
-    slot = jnp.take_along_axis(slots, choice[:, None], axis=1)[:, 0]
-    was_free = jnp.take_along_axis(free, choice[:, None], axis=1)[:, 0]
+    slot = _at(slots, choice)
+    was_free = _at(free, choice)
     settled = any_free if state.eviction == "lru" else found
     return (found, slot, was_free), settled | (slots.shape[1] == state.max_probe)
 
