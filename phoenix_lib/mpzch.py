@@ -186,6 +186,8 @@ def create(
 _FIRST_PROBES = 4
 # Batches smaller than this are not compacted (compaction pays off only for large ones).
 _COMPACT_FROM = 1024
+# Rounds of grouping by hash in _first_occurrence before the rows left are sorted.
+_GROUPING_ROUNDS = 4
 
 
 def _compact_size(n: int, fraction: int) -> int:
@@ -362,14 +364,46 @@ def _pick(state: MpzchState, slots, read, now: jax.Array):
     return (found, slot, was_free), settled | (slots.shape[1] == state.max_probe)
 
 
-def _first_occurrence(x: U64, mask: jax.Array) -> jax.Array:
-    """For every row where ``mask``, the first such row holding the same ID; the row itself
-    elsewhere: int32 ``[N]``. Sorts only the masked rows (the misses of a write)."""
-    n = x.lo.shape[0]
+def _mix(x: U64, salt: jax.Array) -> jax.Array:
+    """A 32-bit hash of both words of ``x`` [N], a different one for every uint32 ``salt``
+    (odd multipliers, then a murmur-style xor-shift-multiply finish): uint32 [N]."""
+    h = x.lo * (jnp.uint32(0x9E3779B1) + 2 * salt) ^ x.hi * (jnp.uint32(0x85EBCA77) + 2 * salt)
+    h = (h ^ (h >> 15)) * jnp.uint32(0xC2B2AE3D)
+    return h ^ (h >> 13)
 
-    def leaders(size):
-        def run(mask):
-            rows = jnp.nonzero(mask, size=size, fill_value=n)[0]
+
+def _first_occurrence(x: U64, mask: jax.Array, rounds: int = _GROUPING_ROUNDS) -> jax.Array:
+    """For every row where ``mask``, the first such row holding the same ID; the row itself
+    elsewhere: int32 ``[N]``.
+
+    Grouping by hashing, in rounds: each pending row writes its position into a scratch
+    array of ``4N`` cells at a hash of its ID, the smallest position winning a cell, and
+    reads back its cell's winner. Every copy of an ID lands in the same cell, so a winner
+    holding the row's own ID is the first copy, and all copies settle together; rows whose
+    cell another ID won try again with a new hash (about 3% of them at one miss in ten).
+    Whatever is left after ``rounds`` rounds (nothing, in practice) is sorted, which is
+    exact for any input. A sort costs several times more on CPU (XLA sorts several keys
+    with a comparator call per comparison).
+    """
+    n = x.lo.shape[0]
+    pos = jnp.arange(n, dtype=jnp.int32)
+    bits = max(n - 1, 1).bit_length() + 2  # 4N cells (at least 8), a power of two
+
+    def round_(carry):
+        salt, todo, leader = carry
+        cell = (_mix(x, salt) >> (32 - bits)).astype(jnp.int32)
+        cells = jnp.full(2**bits, n, jnp.int32)
+        winner = cells.at[jnp.where(todo, cell, 2**bits)].min(pos, mode="drop")[cell]
+        same = todo & (x.hi[winner] == x.hi) & (x.lo[winner] == x.lo)
+        return salt + 1, todo & ~same, jnp.where(same, winner, leader)
+
+    _, todo, leader = jax.lax.while_loop(
+        lambda carry: (carry[0] < rounds) & carry[1].any(), round_, (jnp.uint32(0), mask, pos)
+    )
+
+    def leaders(size):  # exact: sort the rows left (ID, then position)
+        def run(todo):
+            rows = jnp.nonzero(todo, size=size, fill_value=n)[0]
             real = rows < n
             hi = jnp.where(real, x.hi[rows], _EMPTY)  # padding sorts last, in its own group
             lo = jnp.where(real, x.lo[rows], _EMPTY)
@@ -378,14 +412,19 @@ def _first_occurrence(x: U64, mask: jax.Array) -> jax.Array:
             new = jnp.concatenate([jnp.ones(1, bool), (hi[1:] != hi[:-1]) | (lo[1:] != lo[:-1])])
             group_start = jax.lax.cummax(jnp.where(new, index, 0))
             first = jnp.zeros_like(rows).at[order].set(rows[order[group_start]])
-            return jnp.arange(n, dtype=jnp.int32).at[rows].set(first, mode="drop")
+            return leader.at[rows].set(first, mode="drop")
 
         return run
 
-    small = _compact_size(n, 8)  # all masked rows must be sorted together
+    small = _compact_size(n, 8)  # all rows left must be sorted together
     if small == n:
-        return leaders(n)(mask)
-    return jax.lax.cond(mask.sum() <= small, leaders(small), leaders(n), mask)
+        return jax.lax.cond(todo.any(), leaders(n), lambda todo: leader, todo)
+    return jax.lax.cond(
+        todo.any(),
+        lambda todo: jax.lax.cond(todo.sum() <= small, leaders(small), leaders(n), todo),
+        lambda todo: leader,
+        todo,
+    )
 
 
 def _add_counters(state: MpzchState, values: list[jax.Array]) -> dict:

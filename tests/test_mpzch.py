@@ -267,6 +267,26 @@ def test_duplicates_in_a_batch_get_one_slot_and_count_as_hits():
     assert (c["total"], c["insert"], c["hit"]) == (4, 2, 2)
 
 
+@pytest.mark.parametrize("distinct, density", [(3000, 1.0), (60, 0.5), (60, 0.05)])
+def test_first_occurrence_by_hashing_and_by_sorting_find_the_first_copy(distinct, density):
+    """A write groups the copies of each missing ID by hashing, in rounds, and sorts what is
+    left; sorting alone (rounds=0) and the plain definition must agree with it. 3,000 distinct
+    IDs in 16,384 cells collide (a second round); 60 IDs give many copies, some IDs sharing
+    their low word; sparse masks take the small sort."""
+    rng = np.random.default_rng(distinct + int(100 * density))
+    pool = rng.choice(2**40, distinct, replace=False)
+    pool[1::2] = pool[::2][: pool[1::2].size] + 2**32  # same low word, different high word
+    ids = pool if distinct == 3000 else rng.choice(pool, 3000)
+    mask = rng.random(3000) < density
+    first_seen, expected = {}, np.arange(3000)
+    for row in np.flatnonzero(mask):
+        expected[row] = first_seen.setdefault(int(ids[row]), row)
+    x = u64.from_ids(ids)
+    for rounds in (mpzch._GROUPING_ROUNDS, 0):
+        got = jax.jit(mpzch._first_occurrence, static_argnums=2)(x, jnp.asarray(mask), rounds)
+        np.testing.assert_array_equal(got, expected)
+
+
 def test_conflict_rule_lowest_position_wins():
     # Two new IDs with the same home slot and a window of one slot: one wins, one collides.
     table = mpzch.create(16, max_probe=1)
