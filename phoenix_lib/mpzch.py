@@ -293,11 +293,11 @@ def _scan(state: MpzchState, base, home, mask, look, out):
         first = by_slot(probes)
     else:
         first = by_slice(min(_FIRST_PROBES, probes))
-    if mask is None:  # every row
-        mask = jnp.ones(n, bool)
-        out, settled = first(jnp.arange(n, dtype=jnp.int32))
+    result, settled = first(jnp.arange(n, dtype=jnp.int32))  # every row: callers' masks hold most
+    if mask is None:
+        mask, out = jnp.ones(n, bool), result
     else:
-        out, settled = _on_rows(mask, first, (out, jnp.zeros(n, bool)), _compact_size(n, 8))
+        out = jax.tree_util.tree_map(lambda o, r: jnp.where(mask, r, o), out, result)
     if n < _COMPACT_FROM:
         return out
     wraps = home > size - probes
@@ -446,42 +446,33 @@ def _add_counters(state: MpzchState, values: list[jax.Array]) -> dict:
     return {"counters_hi": total.hi, "counters_lo": total.lo}
 
 
-@jax.jit
-def _write(state: MpzchState, x: U64, base, home, now: jax.Array, ttl: jax.Array):
-    """Traceable write of flat IDs ``x`` [N] (bucket starts and home offsets from
-    :func:`_home`) with per-ID ``ttl`` [N]; see the module docstring."""
-    n = x.lo.shape[0]
-    pos = jnp.arange(n, dtype=jnp.int32)
-    expiry = now + ttl
-    evicting = state.eviction is not None
+def _place(table: MpzchState, x: U64, base, home, pos, new, now: jax.Array, expiry):
+    """Rule 2 and the conflict rule, in rounds, for the rows where ``new`` [M]: each pending
+    row picks a slot in the current table, the lowest batch position ``pos`` [M] among the
+    rows picking a slot wins it, the others pick again. ``x``, ``base``, ``home`` and
+    ``expiry`` are per row ``[M]``.
 
-    hit, hit_slot = _find(state, x, base, home)
-    leader = _first_occurrence(x, ~hit)  # every copy of a resident ID is a hit anyway
-    is_leader = leader == pos
-    metadata = state.metadata
-    if evicting:  # refresh every hit before any eviction is considered
-        metadata = metadata.at[jnp.where(hit, hit_slot, state.num_slots)].max(expiry, mode="drop")
-    state = dataclasses.replace(state, metadata=metadata)
-    # Per position: 0 pending, 1 hit, 2 inserted into a free slot, 3 evicted, 4 collision.
-    kind = jnp.where(hit, 1, jnp.where(is_leader, 0, 5)).astype(jnp.int32)
-    slot = jnp.where(hit, hit_slot, -1)
-    age = jnp.zeros(n, jnp.int32)
+    Returns ``(table, kind, slot, age)``, each ``[M]`` but the table: ``kind`` 2 inserted
+    into a free slot, 3 evicted, 4 collision (no usable slot), 5 a row not in ``new``.
+    """
+    m = new.shape[0]
+    evicting = table.eviction is not None
+    unclaimed = jnp.iinfo(jnp.int32).max
 
     def pending(carry):
         return (carry[1] == 0).any()
 
     def round_(carry):
         table, kind, slot, age = carry
+        no_pick = (jnp.zeros(m, bool), jnp.zeros(m, jnp.int32), jnp.zeros(m, bool))
 
-        no_pick = (jnp.zeros(n, bool), jnp.zeros(n, jnp.int32), jnp.zeros(n, bool))
-
-        def look(rows, slots, read):  # rule 2 for the pending IDs only
+        def look(rows, slots, read):
             return _pick(table, slots, read, now)
 
         found, choice, was_free = _scan(table, base, home, kind == 0, look, no_pick)
         contender = (kind == 0) & found
         target = jnp.where(contender, choice, table.num_slots)
-        claims = jnp.full(table.num_slots, n, jnp.int32).at[target].min(pos, mode="drop")
+        claims = jnp.full(table.num_slots, unclaimed, jnp.int32).at[target].min(pos, mode="drop")
         won = contender & (claims[choice] == pos)
         target = jnp.where(won, choice, table.num_slots)
         old_expiry = table.metadata[choice]
@@ -499,7 +490,52 @@ def _write(state: MpzchState, x: U64, base, home, now: jax.Array, ttl: jax.Array
         age = jnp.where(won & ~was_free, now - old_expiry, age)
         return table, kind, slot, age
 
-    state, kind, slot, age = jax.lax.while_loop(pending, round_, (state, kind, slot, age))
+    start = (table, jnp.where(new, 0, 5), jnp.full(m, -1, jnp.int32), jnp.zeros(m, jnp.int32))
+    return jax.lax.while_loop(pending, round_, start)
+
+
+@jax.jit
+def _write(state: MpzchState, x: U64, base, home, now: jax.Array, ttl: jax.Array):
+    """Traceable write of flat IDs ``x`` [N] (bucket starts and home offsets from
+    :func:`_home`) with per-ID ``ttl`` [N]; see the module docstring."""
+    n = x.lo.shape[0]
+    pos = jnp.arange(n, dtype=jnp.int32)
+    expiry = now + ttl
+
+    hit, hit_slot = _find(state, x, base, home)
+    leader = _first_occurrence(x, ~hit)  # every copy of a resident ID is a hit anyway
+    new = ~hit & (leader == pos)
+    if state.eviction is not None:  # refresh every hit before any eviction is considered
+        metadata = state.metadata.at[jnp.where(hit, hit_slot, state.num_slots)].max(
+            expiry, mode="drop"
+        )
+        state = dataclasses.replace(state, metadata=metadata)
+    # Per position: 1 hit, 2 inserted into a free slot, 3 evicted, 4 collision, 5 a repeat.
+    kind = jnp.where(hit, 1, 5)
+    slot = jnp.where(hit, hit_slot, -1)
+    age = jnp.zeros(n, jnp.int32)
+
+    def placed(size):  # the rounds on `size` rows: they cost per row, and misses are few
+        def run(state):
+            rows = pos if size == n else _compact(new, size)
+            mine = new[rows] & (rows < n)
+            state, *parts = _place(
+                state, U64(x.hi[rows], x.lo[rows]), base[rows], home[rows], rows, mine, now,
+                expiry[rows],
+            )  # fmt: skip
+            back = jnp.where(mine, rows, n)
+            wholes = (kind, slot, age)
+            return state, *(
+                w.at[back].set(p, mode="drop") for w, p in zip(wholes, parts, strict=True)
+            )
+
+        return run
+
+    small = _compact_size(n, 8)
+    if small == n:
+        state, kind, slot, age = placed(n)(state)
+    else:
+        state, kind, slot, age = jax.lax.cond(new.sum() <= small, placed(small), placed(n), state)
     # Repeats follow their first occurrence: a hit, unless that one collided.
     repeat = kind == 5
     slot = jnp.where(repeat, slot[leader], slot)
