@@ -25,6 +25,7 @@ _C1, _C2 = 0x87C37B91114253D5, 0x4CF5AD432745937F
 _FMIX1, _FMIX2 = 0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53
 _ADD1, _ADD2 = 0x52DCE729, 0x38495AB5
 _LENGTH = 16  # bytes hashed: one 16-byte block (k1 = id, k2 = 0)
+_MIN_PADDED = 1024  # multi_hash pads its IDs to a power of two, at least this many
 
 
 def _mul(a: U64, c: int) -> U64:
@@ -84,8 +85,8 @@ def murmur_hash3_2x64(ids) -> np.ndarray:
     return u64.to_numpy(murmur_words(u64.from_ids(ids), u64.constant(0)))
 
 
-@functools.partial(jax.jit, static_argnames=("num_buckets", "num_hashes"))
-def multi_hash_words(x: U64, valid: jnp.ndarray, *, num_buckets: int, num_hashes: int):
+@functools.partial(jax.jit, static_argnames=("num_hashes",))
+def multi_hash_words(x: U64, valid: jnp.ndarray, num_buckets, *, num_hashes: int):
     """Traceable core of :func:`multi_hash`.
 
     Column ``j`` is MurmurHash3 with seed ``j + 1`` (so no column equals the seed-0
@@ -94,6 +95,7 @@ def multi_hash_words(x: U64, valid: jnp.ndarray, *, num_buckets: int, num_hashes
     Args:
       x: ``U64`` IDs of shape ``[...]``.
       valid: bool ``[...]``; ``False`` positions get bucket 0 in every column.
+      num_buckets: an int in ``[2, 2**31]``, traced: every table size shares one program.
 
     Returns:
       int32 ``[..., num_hashes]`` with values in ``[1, num_buckets)`` where valid.
@@ -121,17 +123,27 @@ def multi_hash(ids, *, num_buckets: int, num_hashes: int, mask=None) -> jax.Arra
     """
     _check_int("num_buckets", num_buckets, 2, 2**31)
     _check_int("num_hashes", num_hashes, 1, 2**16)
-    x = u64.from_ids(ids)
+    values = u64.validate_ids(ids)
     if mask is None:
-        valid = jnp.ones(x.lo.shape, bool)
+        mask = np.ones(values.shape, bool)
     else:
         mask = np.asarray(mask)
         if mask.dtype != np.bool_:
             raise TypeError(f"mask must be a bool array, got dtype {mask.dtype}")
-        if mask.shape != x.lo.shape:
-            raise ValueError(f"mask shape {mask.shape} differs from ids shape {x.lo.shape}")
-        valid = jnp.asarray(mask)
-    return multi_hash_words(x, valid, num_buckets=num_buckets, num_hashes=num_hashes)
+        if mask.shape != values.shape:
+            raise ValueError(f"mask shape {mask.shape} differs from ids shape {values.shape}")
+    # Hash a flat copy padded to a power of two (at least _MIN_PADDED), so that a few
+    # compiled programs serve every batch shape; the padding is invalid and cut off.
+    n = values.size
+    padded = max(_MIN_PADDED, 1 << max(n - 1, 0).bit_length())
+    flat = np.zeros(padded, np.uint64)
+    flat[:n] = values.reshape(-1)
+    valid = np.zeros(padded, bool)
+    valid[:n] = mask.reshape(-1)
+    out = multi_hash_words(
+        u64.from_numpy(flat), jnp.asarray(valid), np.uint32(num_buckets), num_hashes=num_hashes
+    )
+    return out[:n].reshape(*values.shape, num_hashes)
 
 
 def _check_int(name: str, value, low: int, high: int) -> None:

@@ -138,18 +138,21 @@ def rotl(a: U64, r: int) -> U64:
     return U64((hi << r) | (lo >> (32 - r)), (lo << r) | (hi >> (32 - r)))
 
 
-def mod(a: U64, m: int) -> jnp.ndarray:
-    """``a mod m`` as ``uint32`` for a static ``1 <= m <= 2**31``.
+def mod(a: U64, m) -> jnp.ndarray:
+    """``a mod m`` as ``uint32`` for ``1 <= m <= 2**31``: a Python int (checked here), or
+    an integer scalar array, possibly traced (its range is the caller's to check), so
+    that one compiled program serves every modulus.
 
     Schoolbook binary long division: 64 shift-and-subtract steps that XLA fuses
     into one elementwise loop. The remainder stays below ``m <= 2**31``, so
     ``2 * r + 1`` always fits in 32 bits.
     """
-    if not 1 <= m <= 2**31:
-        raise ValueError(f"modulus must be in [1, 2**31], got {m}")
-    if m & (m - 1) == 0:  # power of two: a mask
-        return a.lo & jnp.uint32(m - 1)
-    mm = jnp.uint32(m)
+    if isinstance(m, int):
+        if not 1 <= m <= 2**31:
+            raise ValueError(f"modulus must be in [1, 2**31], got {m}")
+        if m & (m - 1) == 0:  # power of two: a mask
+            return a.lo & jnp.uint32(m - 1)
+    mm = jnp.asarray(m).astype(jnp.uint32)
     r = jnp.zeros_like(a.lo)
     for word in (a.hi, a.lo):
         for bit in range(31, -1, -1):
