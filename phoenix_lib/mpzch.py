@@ -293,7 +293,8 @@ def _scan(state: MpzchState, base, home, mask, look, out):
         first = by_slot(probes)
     else:
         first = by_slice(min(_FIRST_PROBES, probes))
-    result, settled = first(jnp.arange(n, dtype=jnp.int32))  # every row: callers' masks hold most
+    # Pass 1 reads every row: the masks callers pass hold most of them.
+    result, settled = first(jnp.arange(n, dtype=jnp.int32))
     if mask is None:
         mask, out = jnp.ones(n, bool), result
     else:
