@@ -413,30 +413,19 @@ def _first_occurrence(x: U64, mask: jax.Array, rounds: int = _GROUPING_ROUNDS) -
         lambda carry: (carry[0] < rounds) & carry[1].any(), round_, (jnp.uint32(0), mask, pos)
     )
 
-    def leaders(size):  # exact: sort the rows left (ID, then position)
-        def run(todo):
-            rows = _compact(todo, size)
-            real = rows < n
-            hi = jnp.where(real, x.hi[rows], _EMPTY)  # padding sorts last, in its own group
-            lo = jnp.where(real, x.lo[rows], _EMPTY)
-            index = jnp.arange(size, dtype=jnp.int32)  # rows ascend: index = position order
-            hi, lo, order = jax.lax.sort((hi, lo, index), num_keys=3)
-            new = jnp.concatenate([jnp.ones(1, bool), (hi[1:] != hi[:-1]) | (lo[1:] != lo[:-1])])
-            group_start = jax.lax.cummax(jnp.where(new, index, 0))
-            first = jnp.zeros_like(rows).at[order].set(rows[order[group_start]])
-            return leader.at[rows].set(first, mode="drop")
+    def leaders(todo):  # exact, and rarely needed: sort the rows left (ID, then position)
+        rows = _compact(todo, n)
+        real = rows < n
+        hi = jnp.where(real, x.hi[rows], _EMPTY)  # padding sorts last, in its own group
+        lo = jnp.where(real, x.lo[rows], _EMPTY)
+        index = jnp.arange(n, dtype=jnp.int32)  # rows ascend: index = position order
+        hi, lo, order = jax.lax.sort((hi, lo, index), num_keys=3)
+        new = jnp.concatenate([jnp.ones(1, bool), (hi[1:] != hi[:-1]) | (lo[1:] != lo[:-1])])
+        group_start = jax.lax.cummax(jnp.where(new, index, 0))
+        first = jnp.zeros_like(rows).at[order].set(rows[order[group_start]])
+        return leader.at[rows].set(first, mode="drop")
 
-        return run
-
-    small = _compact_size(n, 8)  # all rows left must be sorted together
-    if small == n:
-        return jax.lax.cond(todo.any(), leaders(n), lambda todo: leader, todo)
-    return jax.lax.cond(
-        todo.any(),
-        lambda todo: jax.lax.cond(todo.sum() <= small, leaders(small), leaders(n), todo),
-        lambda todo: leader,
-        todo,
-    )
+    return jax.lax.cond(todo.any(), leaders, lambda todo: leader, todo)
 
 
 def _add_counters(state: MpzchState, values: list[jax.Array]) -> dict:

@@ -272,7 +272,7 @@ def test_first_occurrence_by_hashing_and_by_sorting_find_the_first_copy(distinct
     """A write groups the copies of each missing ID by hashing, in rounds, and sorts what is
     left; sorting alone (rounds=0) and the plain definition must agree with it. 3,000 distinct
     IDs in 16,384 cells collide (a second round); 60 IDs give many copies, some IDs sharing
-    their low word; sparse masks take the small sort."""
+    their low word, under a dense and a sparse mask."""
     rng = np.random.default_rng(distinct + int(100 * density))
     pool = rng.choice(2**40, distinct, replace=False)
     pool[1::2] = pool[::2][: pool[1::2].size] + 2**32  # same low word, different high word
