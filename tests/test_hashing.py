@@ -45,6 +45,22 @@ def test_multi_hash_range_shape_and_determinism():
     np.testing.assert_array_equal(h[..., 1], expected.astype(np.int32))
 
 
+@pytest.mark.parametrize("shape", [(3,), (40, 30), (2, 0)])
+@pytest.mark.parametrize("num_buckets", [2**13, 2**13 + 1, 2**31])
+def test_multi_hash_equals_its_definition_for_any_shape_and_table_size(shape, num_buckets):
+    """multi_hash hashes a padded flat copy with the table size traced (one program for
+    many shapes and sizes); every column must still be 1 + murmur(seed j + 1) mod (m - 1),
+    0 where masked, in the input's shape: here across the 1,024 padding boundary."""
+    rng = np.random.default_rng(len(shape) + num_buckets % 7)
+    ids = rng.integers(0, 2**63 - 1, size=shape, dtype=np.int64)
+    mask = rng.random(shape) < 0.9
+    h = np.asarray(multi_hash(ids, num_buckets=num_buckets, num_hashes=2, mask=mask))
+    assert h.shape == (*shape, 2)
+    for j in range(2):
+        buckets = 1 + _murmur_numpy(ids.astype(np.uint64), seed=j + 1) % np.uint64(num_buckets - 1)
+        np.testing.assert_array_equal(h[..., j], np.where(mask, buckets, 0).astype(np.int32))
+
+
 def test_multi_hash_padding_gives_bucket_zero():
     ids = np.array([[11, 12, 0, 0]], dtype=np.int64)
     mask = np.array([[True, True, False, False]])
