@@ -42,6 +42,13 @@ def init_state(key, model, batch: RecsysBatch, optimizer, *, num_buckets, emb_si
     return TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32))
 
 
+def forward(model, params, batch: RecsysBatch):
+    """``model``'s output on ``batch`` with ``params = {"model", "tables"}``: the tables embed
+    the batch's hashes, the model reads the batch and those embeddings. Not jitted; wrap
+    it in ``jax.jit`` (Chapters 4, 5 and 7 do) to compile it once per batch shape."""
+    return model.apply(params["model"], batch, embed(params["tables"], batch))
+
+
 def ranker_loss(logits, labels, mask) -> jax.Array:
     """Mean binary cross-entropy over real candidates and all actions.
 
@@ -58,8 +65,7 @@ def ranker_objective(config, *, attention: str = "isolated") -> Callable:
     model = make_ranker(config, attention=attention)
 
     def loss(params, batch, labels, mask):
-        logits = model.apply(params["model"], batch, embed(params["tables"], batch))
-        return ranker_loss(logits, labels, mask)
+        return ranker_loss(forward(model, params, batch), labels, mask)
 
     return loss
 
@@ -92,7 +98,7 @@ def retrieval_objective(config, *, temperature: float = 0.05) -> Callable:
     model = make_retriever(config)
 
     def loss(params, batch, log_q, item, valid):
-        out = model.apply(params["model"], batch, embed(params["tables"], batch))
+        out = forward(model, params, batch)
         return retrieval_loss(
             out.user_representation,
             out.candidate_representation[:, 0],

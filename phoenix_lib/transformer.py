@@ -27,6 +27,7 @@ from __future__ import annotations
 import haiku as hk
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from phoenix_lib.config import TransformerConfig
 
@@ -93,17 +94,32 @@ def rotate_half(x: jax.Array) -> jax.Array:
     return jnp.concatenate([-x2, x1], axis=-1)
 
 
+def rotary_tables(t: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(cos, sin)`` of the rotary phases of positions ``0..t-1``: float32 ``[t, k]``.
+
+    Frequencies ``base^(-2i/K)`` for ``i < K/2``, tiled over both halves ("rotate
+    half" convention). The phase ``position * frequency`` is the float32 product the
+    release computes; its cosine and sine are taken in float64 and rounded. The
+    tables are built on the host while tracing and enter the compiled program as
+    constants: traced, XLA computes the frequencies in another way (phases of late
+    positions drift by up to 6e-5 rad) and on CPU re-evaluates cos and sin inside
+    every fusion that reads the rotated q or k (a fifth of a serving request).
+    """
+    inv_freq = 1.0 / (ROTARY_BASE ** (np.arange(0, k, 2, dtype=np.float32) / k))  # [K/2]
+    phase = np.arange(t, dtype=np.float32)[:, None] * inv_freq[None, :]  # [T, K/2] float32
+    phase = np.tile(phase, (1, 2)).astype(np.float64)  # [T, K]
+    return np.cos(phase).astype(np.float32), np.sin(phase).astype(np.float32)
+
+
 def apply_rotary(x: jax.Array) -> jax.Array:
     """Rotary position embedding at positions ``0..T-1`` of ``x`` [B, T, heads, K].
 
-    Frequencies ``base^(-2i/K)`` for ``i < K/2``, tiled over both halves
-    ("rotate half" convention); computed in float32, returned in ``x``'s dtype.
+    Rotates each pair ``(x_i, x_{i+K/2})`` by its phase (:func:`rotary_tables`);
+    computed in float32, returned in ``x``'s dtype.
     """
     _, t, _, k = x.shape
-    inv_freq = 1.0 / (ROTARY_BASE ** (jnp.arange(0, k, 2, dtype=jnp.float32) / k))  # [K/2]
-    phase = jnp.arange(t, dtype=jnp.float32)[:, None] * inv_freq[None, :]  # [T, K/2]
-    phase = jnp.tile(phase, (1, 2))[None, :, None, :]  # [1, T, 1, K]
-    return (x * jnp.cos(phase) + rotate_half(x) * jnp.sin(phase)).astype(x.dtype)
+    cos, sin = (table[None, :, None, :] for table in rotary_tables(t, k))  # [1, T, 1, K]
+    return (x * cos + rotate_half(x) * sin).astype(x.dtype)
 
 
 def _soft_cap(logits: jax.Array, multiplier: float) -> jax.Array:

@@ -13,7 +13,7 @@ import phoenix_lib as pl
 from phoenix_lib import tables
 from phoenix_lib.config import demo_ranker_config, demo_retrieval_config
 from phoenix_lib.inputs import random_batch
-from phoenix_lib.transformer import ffn_size
+from phoenix_lib.transformer import apply_rotary, ffn_size
 
 # The fact sheet's table (shared/reference/phoenix-architecture.md) for D = 128,
 # 19 actions, 2 layers, 2 hashes per entity, vocabulary 16.
@@ -138,6 +138,21 @@ def test_parameter_shapes_follow_the_config():
 def test_ffn_size_rounds_up_to_multiple_of_8(d, w, f):
     assert ffn_size(d, w) == f
     assert f % 8 == 0 and 0 <= f - int(w * d) * 2 // 3 < 8
+
+
+def test_rotary_inside_jit_follows_its_formula_at_late_positions():
+    # The phase is the float32 product position * 10000^(-2i/K); rotating in float64
+    # from it is the reference. Traced, XLA evaluated the frequencies another way and
+    # late positions came out 5e-4 off; the host-built tables stay at float32 rounding.
+    t, k = 8192, 64
+    x = jax.random.normal(jax.random.key(0), (1, t, 2, k))
+    inv_freq = 1.0 / (10_000 ** (np.arange(0, k, 2, dtype=np.float32) / k))
+    phase = np.tile(np.arange(t, dtype=np.float32)[:, None] * inv_freq, (1, 2))[None, :, None]
+    x64 = np.asarray(x, np.float64)
+    half = np.concatenate([-x64[..., k // 2 :], x64[..., : k // 2]], axis=-1)
+    want = x64 * np.cos(phase.astype(np.float64)) + half * np.sin(phase.astype(np.float64))
+    got = jax.jit(apply_rotary)(x)
+    assert np.abs(np.asarray(got, np.float64) - want).max() < 2e-6
 
 
 def _max_rel(a, b):
