@@ -179,7 +179,9 @@ def isolated_attention(q, k, v, padding_mask, candidate_start: int, multiplier: 
     The context keys/values ``[B, N, ...]`` are shared by every candidate, so each
     candidate needs only its logits against them plus one logit against itself.
     Every candidate keeps its own rotary position ``N + c`` because q and k were
-    rotated over the full sequence before this function.
+    rotated over the full sequence before this function. One query head at a time,
+    every product is a plain batched matrix product ``[B, rows, K] x [B, N, K]``:
+    no head axis to move between operands (on CPU each move is a copy).
 
     Args:
       q: ``[B, T, Hkv, G, K]``. k, v: ``[B, T, Hkv, K]``. padding_mask: bool ``[B, T]``.
@@ -188,38 +190,33 @@ def isolated_attention(q, k, v, padding_mask, candidate_start: int, multiplier: 
       ``[B, T, Hkv, G, K]``, equal to the masked path up to float rounding.
     """
     n, dtype = candidate_start, q.dtype
+    b, t, hkv, g, _ = q.shape
     ctx_valid = padding_mask[:, :n]  # [B, N]
-
-    # Context: causal self-attention among user + history, [B, Hkv, G, N, N].
     ctx_mask = jnp.tril(jnp.ones((n, n), bool))[None] & ctx_valid[:, None, :]  # [B, N, N]
-    ctx_logits = _soft_cap(jnp.einsum("bthgk,bshk->bhgts", q[:, :n], k[:, :n]), multiplier)
-    ctx_out = jnp.einsum(
-        "bhgts,bshk->bthgk",
-        _attention_weights(ctx_logits, ctx_mask[:, None, None], dtype),
-        v[:, :n],
-    )
-
-    # Candidates: logits against the N context keys and against their own key, [B, Hkv, G, C, N+1].
-    qc, kc, vc = q[:, n:], k[:, n:], v[:, n:]
-    to_context = jnp.einsum("bchgk,bshk->bhgcs", qc, k[:, :n])
-    to_self = jnp.einsum("bchgk,bchk->bhgc", qc, kc)[..., None]
-    logits = _soft_cap(jnp.concatenate([to_context, to_self], axis=-1), multiplier)
-    c = qc.shape[1]
-    cand_mask = jnp.concatenate(  # [B, C, N+1]
-        [
-            jnp.broadcast_to(ctx_valid[:, None, :], (ctx_valid.shape[0], c, n)),
-            padding_mask[:, n:, None],
-        ],
+    cand_mask = jnp.concatenate(  # [B, C, N+1]: the context, then the candidate itself
+        [jnp.broadcast_to(ctx_valid[:, None, :], (b, t - n, n)), padding_mask[:, n:, None]],
         axis=-1,
     )
-    weights = _attention_weights(logits, cand_mask[:, None, None], dtype)
-    cand_out = jnp.einsum("bhgcs,bshk->bchgk", weights[..., :n], v[:, :n])
-    cand_out += jnp.einsum("bhgc,bchk->bchgk", weights[..., n], vc)
+
+    def head(qh, kh, vh):  # [B, T, K] each -> [B, T, K]
+        # Context: causal self-attention among user + history, [B, N, N].
+        logits = _soft_cap(jnp.einsum("btk,bsk->bts", qh[:, :n], kh[:, :n]), multiplier)
+        ctx_out = jnp.einsum("bts,bsk->btk", _attention_weights(logits, ctx_mask, dtype), vh[:, :n])
+        # Candidates: logits against the N context keys and their own key, [B, C, N+1].
+        qc, kc, vc = qh[:, n:], kh[:, n:], vh[:, n:]
+        to_context = jnp.einsum("bck,bsk->bcs", qc, kh[:, :n])
+        to_self = jnp.sum(qc * kc, axis=-1, keepdims=True)
+        logits = _soft_cap(jnp.concatenate([to_context, to_self], axis=-1), multiplier)
+        weights = _attention_weights(logits, cand_mask, dtype)
+        cand_out = jnp.einsum("bcs,bsk->bck", weights[..., :n], vh[:, :n]) + weights[..., n:] * vc
+        return jnp.concatenate([ctx_out, cand_out], axis=1)
+
+    heads = [head(q[:, :, h, j], k[:, :, h], v[:, :, h]) for h in range(hkv) for j in range(g)]
+    out = jnp.stack(heads, axis=2).reshape(q.shape)
 
     # A query that sees no key at all gets, as in the masked path, the mean value over all T.
     blind = ~jnp.concatenate([ctx_mask.any(-1), cand_mask.any(-1)], axis=1)  # [B, T]
     mean_v = jnp.mean(v.astype(jnp.float32), axis=1).astype(dtype)  # [B, Hkv, K]
-    out = jnp.concatenate([ctx_out, cand_out], axis=1)
     return jnp.where(blind[:, :, None, None, None], mean_v[:, None, :, None, :], out)
 
 
