@@ -87,7 +87,7 @@ def sequential_rate(table: SequentialTable, ids: np.ndarray, op: str) -> float:
 def probe_bytes(state, ids: np.ndarray, slots: np.ndarray) -> float:
     """Bytes a one-ID-at-a-time lookup must touch: 8 in, 4 out, 8 per slot probed
     (to the ID's slot, or the whole window for an absent ID)."""
-    home = np.asarray(mpzch.probe_windows(state, mpzch.u64.from_ids(ids))[:, 0])
+    home = np.asarray(mpzch.home_slots(state, mpzch.u64.from_ids(ids)))
     present = mpzch.identities(state)[slots] == ids
     size = state.bucket_size
     probes = np.where(present, (slots - home) % size + 1, state.max_probe)

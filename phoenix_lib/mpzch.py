@@ -220,6 +220,12 @@ def probe_windows(state: MpzchState, x: U64) -> jax.Array:
     return _window(state, *_home(state, x), state.max_probe)
 
 
+def home_slots(state: MpzchState, x: U64) -> jax.Array:
+    """Every ID's home slot, the first slot of its probe window: int32 ``[N]``."""
+    base, home = _home(state, x)
+    return base + home
+
+
 def _compact(mask: jax.Array, size: int) -> jax.Array:
     """The first ``size`` indices where ``mask`` [N] is true, ascending, padded with ``N``:
     int32 ``[size]``. Equals ``jnp.nonzero(mask, size=size, fill_value=N)[0]``, whose

@@ -147,7 +147,7 @@ def test_compacted_passes_equal_whole_window_reads_on_large_batches(monkeypatch,
     fast, pool, fast_out = _crowded_run(settings)
     # The edge case of pass 1: windows that wrap around the bucket end within its slice.
     bucket = settings["num_slots"] // settings["num_buckets"]
-    homes = np.asarray(mpzch.probe_windows(fast, u64.from_ids(pool))[:, 0]) % bucket
+    homes = np.asarray(mpzch.home_slots(fast, u64.from_ids(pool))) % bucket
     assert (homes > bucket - mpzch._FIRST_PROBES).sum() >= 2
     monkeypatch.setattr(mpzch, "_FIRST_PROBES", settings["max_probe"])
     monkeypatch.setattr(mpzch, "_COMPACT_FROM", 10**9)
@@ -164,6 +164,14 @@ def test_compacted_passes_equal_whole_window_reads_on_large_batches(monkeypatch,
     reference = SequentialTable(**settings)
     reference.identity[:] = mpzch.identities(fast)
     np.testing.assert_array_equal(fast_out[-1], reference.lookup(pool))
+
+
+@pytest.mark.parametrize("num_buckets", [1, 4])
+def test_home_slots_are_the_first_slots_of_the_probe_windows(num_buckets):
+    table = mpzch.create(64, max_probe=8, num_buckets=num_buckets)
+    ids = u64.from_ids(np.random.default_rng(num_buckets).choice(2**63 - 1, 500))
+    windows = np.asarray(mpzch.probe_windows(table, ids))
+    np.testing.assert_array_equal(np.asarray(mpzch.home_slots(table, ids)), windows[:, 0])
 
 
 @given(ids=st.lists(st.integers(0, 2**63 - 2), min_size=60, max_size=60))
@@ -232,7 +240,7 @@ def test_lru_evicts_the_oldest_expired_slot_and_fills_free_slots_first():
 def same_home(table, count=2):
     """``count`` IDs whose probe windows start at the same slot."""
     ids = np.arange(10_000)
-    homes = np.asarray(mpzch.probe_windows(table, u64.from_ids(ids))[:, 0])
+    homes = np.asarray(mpzch.home_slots(table, u64.from_ids(ids)))
     return ids[homes == homes[0]][:count].tolist()
 
 
@@ -243,7 +251,7 @@ def test_ttl_recycles_an_expired_slot_early_while_lru_fills_free_slots_first(pol
     table, _, _ = mpzch.write(table, [a], 0)
     table, slots, evicted = mpzch.write(table, [b], 5)  # a expired; 7 free slots further on
     assert (int(evicted[0]) >= 0) == evicts
-    assert (int(slots[0]) == int(mpzch.probe_windows(table, u64.from_ids([b]))[0, 0])) == evicts
+    assert (int(slots[0]) == int(mpzch.home_slots(table, u64.from_ids([b]))[0])) == evicts
 
 
 def test_fallback_and_disable_fallback_on_a_full_table():
@@ -253,7 +261,7 @@ def test_fallback_and_disable_fallback_on_a_full_table():
         full = mpzch.identities(table)
         table, slots, _ = mpzch.write(table, [100, 101], 1)
         np.testing.assert_array_equal(mpzch.identities(table), full)  # nothing written
-        home = np.asarray(mpzch.probe_windows(table, u64.from_ids([100, 101]))[:, 0])
+        home = np.asarray(mpzch.home_slots(table, u64.from_ids([100, 101])))
         np.testing.assert_array_equal(slots, [-1, -1] if disable else home)
         np.testing.assert_array_equal(mpzch.lookup(table, [100, 101]), slots)
         assert mpzch.metrics(table)["collision_rate"] == pytest.approx(2 / 10)
@@ -334,7 +342,7 @@ def test_save_load_and_export_round_trip(tmp_path):
 
 def test_from_identities_rejects_tables_these_settings_cannot_produce():
     ident = np.full(16, -1, np.int64)
-    home = int(mpzch.probe_windows(mpzch.create(16, max_probe=2), u64.from_ids([5]))[0, 0])
+    home = int(mpzch.home_slots(mpzch.create(16, max_probe=2), u64.from_ids([5]))[0])
     ident[(home + 5) % 16] = 5  # beyond a window of 2
     with pytest.raises(ValueError, match="outside its probe window"):
         mpzch.from_identities(ident, max_probe=2)
