@@ -103,7 +103,7 @@ def rotary_tables(t: int, k: int) -> tuple[np.ndarray, np.ndarray]:
     tables are built on the host while tracing and enter the compiled program as
     constants: traced, XLA computes the frequencies in another way (phases of late
     positions drift by up to 6e-5 rad) and on CPU re-evaluates cos and sin inside
-    every fusion that reads the rotated q or k (a fifth of a serving request).
+    every fusion that reads the rotated q or k (a quarter of a serving request).
     """
     inv_freq = 1.0 / (ROTARY_BASE ** (np.arange(0, k, 2, dtype=np.float32) / k))  # [K/2]
     phase = np.arange(t, dtype=np.float32)[:, None] * inv_freq[None, :]  # [T, K/2] float32
