@@ -45,8 +45,14 @@ def init_state(key, model, batch: RecsysBatch, optimizer, *, num_buckets, emb_si
 def forward(model, params, batch: RecsysBatch):
     """``model``'s output on ``batch`` with ``params = {"model", "tables"}``: the tables embed
     the batch's hashes, the model reads the batch and those embeddings. Not jitted; wrap
-    it in ``jax.jit`` (Chapters 4, 5 and 7 do) to compile it once per batch shape."""
+    it in ``jax.jit`` (as :func:`make_predict` does) to compile it once per batch shape."""
     return model.apply(params["model"], batch, embed(params["tables"], batch))
+
+
+def make_predict(ranker) -> Callable:
+    """A jitted ``predict(params, batch)``: the ranker's action probabilities
+    ``sigmoid(logits)`` ``[B, C, num_actions]``, compiled once per batch shape."""
+    return jax.jit(lambda params, batch: jax.nn.sigmoid(forward(ranker, params, batch)))
 
 
 def ranker_loss(logits, labels, mask) -> jax.Array:

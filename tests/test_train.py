@@ -43,6 +43,15 @@ def test_ranker_loss_falls_on_a_fixed_batch():
     assert int(state.step) == 60
 
 
+def test_predict_gives_the_sigmoid_of_the_rankers_logits():
+    state, _, data = ranker_setup()
+    batch = data(0)[0]
+    probs = np.asarray(train.make_predict(make_ranker(CONFIG))(state.params, batch))
+    logits = np.asarray(train.forward(make_ranker(CONFIG), state.params, batch), np.float64)
+    assert probs.shape == (8, CONFIG.candidate_seq_len, len(ACTIONS))
+    np.testing.assert_allclose(probs, 1 / (1 + np.exp(-logits)), rtol=1e-6)
+
+
 def test_checkpoint_resume_is_bit_exact(tmp_path):
     state, step, data = ranker_setup()
     straight, _ = train.fit(step, state, data, 6, progress=False)
