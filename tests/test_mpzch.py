@@ -278,9 +278,9 @@ def test_duplicates_in_a_batch_get_one_slot_and_count_as_hits():
 @pytest.mark.parametrize("distinct, density", [(3000, 1.0), (60, 0.5), (60, 0.05)])
 def test_first_occurrence_by_hashing_and_one_id_at_a_time_find_the_first_copy(distinct, density):
     """A write groups the copies of each missing ID by hashing, in rounds, and settles what is
-    left one ID at a time; that alone (rounds=0) and the plain definition must agree with it. 3,000 distinct
-    IDs in 16,384 cells collide (a second round); 60 IDs give many copies, some IDs sharing
-    their low word, under a dense and a sparse mask."""
+    left one ID at a time; that alone (rounds=0) and the plain definition must agree with it.
+    3,000 distinct IDs in 16,384 cells collide (a second round); 60 IDs give many copies, some
+    IDs sharing their low word, under a dense and a sparse mask."""
     rng = np.random.default_rng(distinct + int(100 * density))
     pool = rng.choice(2**40, distinct, replace=False)
     pool[1::2] = pool[::2][: pool[1::2].size] + 2**32  # same low word, different high word
