@@ -28,6 +28,7 @@ Everything is NumPy, vectorised, and deterministic given the seeds.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -336,9 +337,20 @@ class World:
             num_buckets=num_buckets,
         )
 
-    def ranking_data(self, config, num_buckets, *, batch_size: int, seed_offset: int = 0, **kw):
+    def ranking_data(
+        self,
+        config,
+        num_buckets,
+        *,
+        batch_size: int,
+        seed_offset: int = 0,
+        on_session: Callable[[int, Session], None] | None = None,
+        **kw,
+    ):
         """``data(i) -> (batch, labels, mask)`` for :func:`phoenix_lib.train.fit`: step ``i``'s
-        session has seed ``seed_offset + i``, so the stream is the same on every run."""
+        session has seed ``seed_offset + i``, so the stream is the same on every run.
+        ``on_session(i, session)``, if given, sees every session made (to gather statistics
+        of the training stream without making its sessions twice)."""
 
         def data(i: int):
             s = self.session(
@@ -348,6 +360,8 @@ class World:
                 num_candidates=config.candidate_seq_len,
                 **kw,
             )
+            if on_session is not None:
+                on_session(i, s)
             return (
                 self.to_batch(config, s, num_buckets),
                 s.labels,

@@ -91,6 +91,21 @@ def test_to_batch_is_a_valid_model_input(world):
     )
 
 
+def test_ranking_data_shows_each_session_it_makes(world):
+    config = book_ranker_config()
+    seen = []
+    data = world.ranking_data(
+        config, (1024, 4096, 256), batch_size=8, seed_offset=5, on_session=lambda *a: seen.append(a)
+    )
+    _, labels, _ = data(2)
+    ((i, s),) = seen
+    expected = world.session(7, batch_size=8, history_len=32, num_candidates=16)
+    assert i == 2
+    for got, want in zip(s, expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(labels, s.labels)
+
+
 def test_recency_and_creation_time_filter_impressions(world):
     rng = np.random.default_rng(0)
     shown = world.impressions(rng, np.arange(100), 20, now_hour=10, recency_hours=2.0)
