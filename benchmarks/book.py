@@ -5,7 +5,7 @@ once, reads each test's duration from its JUnit report, and sums the cells of
 every chapter. Chapter times are therefore measured as the suite runs them,
 sharing the 2 cores with the other worker.
 
-    python -m benchmarks.book [--quick]   (--quick: Chapter 2 alone, in one process)
+    python -m benchmarks.book [--quick]   (--quick: Chapter 2's first cell, in one process)
 """
 
 from __future__ import annotations
@@ -59,8 +59,9 @@ def run_suite(options: list[str]) -> tuple[float, dict[str, float], int]:
 
 def main(argv=None) -> dict:
     args = common.parse_args(__doc__.splitlines()[0], argv)
-    # The smoke run uses one process (-n 0): no worker processes to start.
-    options = ["-n", "0", "chapters/02_reduce_blocks.md"] if args.quick else []
+    # The smoke run checks the plumbing (pytest, nbval, the report, the table and the
+    # figure) on one cell of one chapter, in one process (-n 0): no workers to start.
+    options = ["-n", "0", "chapters/02_reduce_blocks.md::Cell 0"] if args.quick else []
     wall, per_file, count = run_suite(options)
     chapters = sorted(p for p in ROOT.glob("chapters/[0-9][0-9]_*.md"))
     rows = []

@@ -105,7 +105,7 @@ def copy_bandwidth(repeats: int) -> float:
 def main(argv=None) -> dict:
     args = common.parse_args(__doc__.splitlines()[0], argv)
     rng = np.random.default_rng(0)
-    num_slots, batch = (2**16, 4096) if args.quick else (2**20, 65_536)
+    num_slots, batch = (2**14, 512) if args.quick else (2**20, 65_536)
     load, churn, zipf, batches = 0.68, 0.1, 1.1, 4
     reference_slice = 256 if args.quick else 2048
     state, population = filled_table(rng, num_slots, load, batch)
