@@ -47,7 +47,9 @@ def test_predict_gives_the_sigmoid_of_the_rankers_logits():
     state, _, data = ranker_setup()
     batch = data(0)[0]
     probs = np.asarray(train.make_predict(make_ranker(CONFIG))(state.params, batch))
-    logits = np.asarray(train.forward(make_ranker(CONFIG), state.params, batch), np.float64)
+    # Jitted like predict (one compilation, not one per operation), but without the sigmoid.
+    logits = jax.jit(functools.partial(train.forward, make_ranker(CONFIG)))(state.params, batch)
+    logits = np.asarray(logits, np.float64)
     assert probs.shape == (8, CONFIG.candidate_seq_len, len(ACTIONS))
     np.testing.assert_allclose(probs, 1 / (1 + np.exp(-logits)), rtol=1e-6)
 
