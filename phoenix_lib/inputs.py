@@ -133,16 +133,29 @@ def _validate_values(config, batch: RecsysBatch) -> None:
                 raise ValueError(f"batch.{name} must be non-negative bucket indices, got {h.min()}")
 
 
+# XLA options for compiling model initialisation (see with_validation).
+INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
+
+
 def with_validation(config, transformed):
     """``transformed`` (an ``hk.Transformed`` on ``(batch, embeddings)``) with both
     ``init`` and ``apply`` running :func:`validate_batch` first. ``init`` is jitted:
     the same parameters as eager initialisation, but one compilation instead of
-    one per operation (about 4 s instead of 13 s for the book's ranker on CPU)."""
-    jitted_init = jax.jit(transformed.init)
+    one per operation (about 4 s instead of 13 s for the book's ranker on CPU).
+
+    It is compiled at XLA backend optimisation level 1, not the default 2: a program
+    that runs once, elementwise (random bits and their transforms, no reductions), for
+    which level 2's extra LLVM work buys nothing. It compiles 25 to 40% faster and
+    gives the same parameters bit for bit (``tests/test_models.py`` checks).
+    Called inside another ``jax.jit`` (which takes no options of its own for a nested
+    program), it is traced into the caller's program."""
+    jitted_init = jax.jit(transformed.init, compiler_options=INIT_COMPILER_OPTIONS)
 
     def init(rng, batch, embeddings):
         validate_batch(config, batch, embeddings)
-        return jitted_init(rng, batch, embeddings)
+        if all(_concrete(x) for x in jax.tree_util.tree_leaves((rng, batch, embeddings))):
+            return jitted_init(rng, batch, embeddings)
+        return transformed.init(rng, batch, embeddings)
 
     def apply(params, batch, embeddings):
         validate_batch(config, batch, embeddings)

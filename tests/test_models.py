@@ -86,8 +86,17 @@ def _inputs(config, *, batch_size=2, num_candidates=4, seed=0, history_fill=0.7,
 def demo():
     config = demo_ranker_config(fprop_dtype=jnp.float32, history_seq_len=6)
     batch, emb = _inputs(config)
-    params = jax.jit(pl.make_ranker(config).init)(jax.random.PRNGKey(0), batch, emb)
+    params = pl.make_ranker(config).init(jax.random.PRNGKey(0), batch, emb)
     return config, batch, emb, params
+
+
+def test_init_at_optimisation_level_1_gives_the_default_levels_parameters(demo):
+    """``init`` compiles at XLA's level 1 (faster to compile); inside another ``jax.jit``
+    it is traced into that program, compiled at the default level. Same bits."""
+    config, batch, emb, params = demo  # params from the level-1 program
+    default = jax.jit(pl.make_ranker(config).init)(jax.random.PRNGKey(0), batch, emb)
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(default), strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_ranker_parameter_tree_is_the_release_tree(demo):
@@ -99,7 +108,7 @@ def test_ranker_parameter_tree_is_the_release_tree(demo):
 def test_retriever_parameter_tree_is_the_release_tree():
     config = demo_retrieval_config(fprop_dtype=jnp.float32, history_seq_len=6)
     batch, emb = _inputs(config)
-    params = jax.jit(pl.make_retriever(config).init)(jax.random.PRNGKey(0), batch, emb)
+    params = pl.make_retriever(config).init(jax.random.PRNGKey(0), batch, emb)
     assert _tree(params) == RETRIEVAL_TREE
     assert all(v.dtype == jnp.float32 for e in params.values() for v in e.values())
 
@@ -208,7 +217,7 @@ _APPLY_CACHE = {}
 def _jit_init(config):
     key = (id(config.model), config.history_seq_len, "init")
     if key not in _APPLY_CACHE:
-        _APPLY_CACHE[key] = jax.jit(pl.make_ranker(config).init)
+        _APPLY_CACHE[key] = pl.make_ranker(config).init  # jitted by make_ranker
     return _APPLY_CACHE[key]
 
 
@@ -285,7 +294,7 @@ def test_candidate_slot_changes_logits_through_rotary_phase(demo):
 def test_release_initialisation_gives_one_half_and_no_gradient(demo):
     config, batch, emb, _ = demo
     ranker = pl.make_ranker(config, init="release")
-    params = jax.jit(ranker.init)(jax.random.PRNGKey(0), batch, emb)
+    params = ranker.init(jax.random.PRNGKey(0), batch, emb)
     probs = jax.nn.sigmoid(jax.jit(ranker.apply)(params, batch, emb))
     np.testing.assert_array_equal(probs, 0.5)
 
@@ -312,9 +321,7 @@ def test_retriever_outputs_are_unit_vectors_and_top_k_is_exact():
     config = demo_retrieval_config(fprop_dtype=jnp.float32, history_seq_len=6)
     batch, emb = _inputs(config, num_candidates=5)
     retriever = pl.make_retriever(config)
-    out = jax.jit(retriever.apply)(
-        jax.jit(retriever.init)(jax.random.PRNGKey(0), batch, emb), batch, emb
-    )
+    out = jax.jit(retriever.apply)(retriever.init(jax.random.PRNGKey(0), batch, emb), batch, emb)
     assert out.user_representation.shape == (2, 128)
     assert out.candidate_representation.shape == (2, 5, 128)
     np.testing.assert_allclose(jnp.linalg.norm(out.user_representation, axis=-1), 1, atol=1e-6)
