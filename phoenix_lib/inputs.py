@@ -143,8 +143,8 @@ def with_validation(config, transformed):
     that runs once, elementwise (random bits and their transforms, no reductions), for
     which level 2's extra LLVM work buys nothing. It compiles about 30% faster and
     gives the same parameters bit for bit (``tests/test_models.py`` checks).
-    Called inside another ``jax.jit`` (which takes no options of its own for a nested
-    program), it is traced into the caller's program."""
+    Called inside another ``jax.jit`` (JAX takes compiler options only on the outermost
+    one), it is traced into the caller's program and compiled with it."""
     jitted_init = jax.jit(transformed.init, compiler_options={"xla_backend_optimization_level": 1})
 
     def init(rng, batch, embeddings):
