@@ -139,13 +139,16 @@ def with_validation(config, transformed):
     the same parameters as eager initialisation, but one compilation instead of
     one per operation (about 4 s instead of 13 s for the book's ranker on CPU).
 
-    It is compiled at XLA backend optimisation level 1, not the default 2: a program
-    that runs once, elementwise (random bits and their transforms, no reductions), for
-    which level 2's extra LLVM work buys nothing. It compiles about 30% faster and
-    gives the same parameters bit for bit (``tests/test_models.py`` checks).
+    On CPU it is compiled at XLA backend optimisation level 1, not the default 2: a
+    program that runs once, elementwise (random bits and their transforms, no
+    reductions), for which level 2's extra LLVM work buys nothing. It compiles about
+    30% faster and gives the same parameters bit for bit (``tests/test_models.py``
+    checks); other backends, where that was not measured, keep their default.
     Called inside another ``jax.jit`` (JAX takes compiler options only on the outermost
     one), it is traced into the caller's program and compiled with it."""
-    jitted_init = jax.jit(transformed.init, compiler_options={"xla_backend_optimization_level": 1})
+    cpu = jax.default_backend() == "cpu"
+    options = {"xla_backend_optimization_level": 1} if cpu else None
+    jitted_init = jax.jit(transformed.init, compiler_options=options)
 
     def init(rng, batch, embeddings):
         validate_batch(config, batch, embeddings)
