@@ -56,8 +56,8 @@ def test_calibration_and_reliability_curve():
 @given(st.integers(0, 2**31 - 1))
 def test_recall_at_k_matches_set_reference(seed):
     rng = np.random.default_rng(seed)
-    retrieved = rng.integers(0, 30, (4, 6))
-    relevant = rng.integers(0, 30, (4, 5))
+    retrieved = rng.integers(-3, 30, (4, 6))  # negative IDs too: any integers work
+    relevant = rng.integers(-3, 30, (4, 5))
     mask = rng.random((4, 5)) < 0.8
     reference = []
     for r, rel, m in zip(retrieved, relevant, mask, strict=True):
