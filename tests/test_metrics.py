@@ -66,6 +66,8 @@ def test_recall_at_k_matches_set_reference(seed):
             reference.append(sum(x in set(r) for x in wanted) / len(wanted))
     expected = np.mean(reference) if reference else np.nan
     np.testing.assert_allclose(metrics.recall_at_k(retrieved, relevant, mask), expected)
+    nothing = metrics.recall_at_k(retrieved[:, :0], relevant, mask)  # k = 0 finds nothing
+    np.testing.assert_allclose(nothing, 0.0 if reference else np.nan)
 
 
 def test_empirical_rates_shrink_to_the_global_rate():
