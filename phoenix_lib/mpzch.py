@@ -184,15 +184,29 @@ def create(
 # Every ID first checks this many slots of its window; the few that are still
 # unresolved are compacted and read their whole window afterwards (see _scan).
 _FIRST_PROBES = 4
-# Batches smaller than this are not compacted (compaction pays off only for large ones).
+# Batches are compacted from this size on (it pays off only for large ones), and only into
+# tables with at least _COMPACT_ROOM slots per ID of the batch (see _compacts).
 _COMPACT_FROM = 1024
+_COMPACT_ROOM = 4
 # Rounds of grouping by hash in _first_occurrence before the rows left go one ID at a time.
 _GROUPING_ROUNDS = 4
 
 
-def _compact_size(n: int, fraction: int) -> int:
-    """Buffer size for compacting ``n`` rows: ``n // fraction``, or ``n`` for small batches."""
-    return n if n < _COMPACT_FROM else max(n // fraction, 1)
+def _compacts(state: MpzchState, n: int) -> bool:
+    """Whether ``n`` rows take the compacted passes (few slots first, the rest compacted).
+
+    Compaction pays when most rows settle in their first slots. A batch that can fill a
+    good part of the table (fewer than ``_COMPACT_ROOM`` slots per ID) leaves many rows
+    to read whole windows, chunk by chunk, and there one pass over every whole window
+    ran as fast or faster and its program compiled in less than half the time
+    (benchmarks/RESULTS.md, section 2).
+    """
+    return n >= _COMPACT_FROM and state.num_slots >= _COMPACT_ROOM * n
+
+
+def _compact_size(state: MpzchState, n: int, fraction: int) -> int:
+    """Buffer size for compacting ``n`` rows: ``n // fraction``, or ``n`` when not compacted."""
+    return max(n // fraction, 1) if _compacts(state, n) else n
 
 
 @jax.jit
@@ -295,7 +309,7 @@ def _scan(state: MpzchState, base, home, mask, look, out):
 
         return run
 
-    if n < _COMPACT_FROM:  # small batches: whole windows, slot by slot, in one pass
+    if not _compacts(state, n):  # whole windows, slot by slot, in one pass
         first = by_slot(probes)
     else:
         first = by_slice(min(_FIRST_PROBES, probes))
@@ -305,13 +319,13 @@ def _scan(state: MpzchState, base, home, mask, look, out):
         mask, out = jnp.ones(n, bool), result
     else:
         out = jax.tree_util.tree_map(lambda o, r: jnp.where(mask, r, o), out, result)
-    if n < _COMPACT_FROM:
+    if not _compacts(state, n):
         return out
     wraps = home > size - probes
     out, _ = _on_rows(
-        mask & ~settled & ~wraps, by_slice(probes), (out, settled), _compact_size(n, 8)
+        mask & ~settled & ~wraps, by_slice(probes), (out, settled), _compact_size(state, n, 8)
     )
-    rare = _compact_size(n, 1024)
+    rare = _compact_size(state, n, 1024)
     out, _ = _on_rows(mask & ~settled & wraps, by_slot(probes), (out, settled), rare)
     return out
 
@@ -524,7 +538,7 @@ def _write(state: MpzchState, x: U64, base, home, now: jax.Array, ttl: jax.Array
 
         return run
 
-    small = _compact_size(n, 8)
+    small = _compact_size(state, n, 8)
     if small == n:
         state, kind, slot, age = placed(n)(state)
     else:

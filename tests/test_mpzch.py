@@ -127,7 +127,7 @@ def test_batched_writes_keep_the_invariants(config, batches, steps):
 def _crowded_run(settings, seed=0):
     """Hours of large batches (repeats, per-ID TTLs, more IDs than slots) on one table."""
     rng = np.random.default_rng(seed)
-    pool = rng.integers(0, 2**40, size=6000)
+    pool = rng.integers(0, 2**40, size=12_000)
     state, outputs = mpzch.create(**settings), []
     for hour in range(6):
         batch = rng.choice(pool, size=2048)
@@ -145,11 +145,11 @@ def _forget_kernels():
 
 @pytest.mark.parametrize("eviction", [None, "ttl", "lru"])
 def test_compacted_passes_equal_whole_window_reads_on_large_batches(monkeypatch, eviction):
-    """Batches of _COMPACT_FROM IDs or more read a few slots first, then compact the rest
-    (slices, wrapping windows slot by slot); reading every whole window at once must give
-    exactly the same slots, evictions, lookups, table and counters."""
-    settings = dict(num_slots=4096, max_probe=32, num_buckets=2, eviction=eviction, ttl_hours=3)
-    assert 2048 >= mpzch._COMPACT_FROM
+    """Large batches in a roomy table read a few slots first, then compact the rest (slices,
+    wrapping windows slot by slot); reading every whole window at once must give exactly
+    the same slots, evictions, lookups, table and counters."""
+    settings = dict(num_slots=8192, max_probe=16, num_buckets=2, eviction=eviction, ttl_hours=3)
+    assert mpzch._compacts(mpzch.create(**settings), 2048)
     fast, pool, fast_out = _crowded_run(settings)
     # The edge case of pass 1: windows that wrap around the bucket end within its slice.
     bucket = settings["num_slots"] // settings["num_buckets"]
