@@ -25,7 +25,9 @@ _C1, _C2 = 0x87C37B91114253D5, 0x4CF5AD432745937F
 _FMIX1, _FMIX2 = 0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53
 _ADD1, _ADD2 = 0x52DCE729, 0x38495AB5
 _LENGTH = 16  # bytes hashed: one 16-byte block (k1 = id, k2 = 0)
-_MIN_PADDED = 1024  # multi_hash pads its IDs to a power of two, at least this many
+# multi_hash pads its IDs to a power of two, at least _MIN_PADDED, and hashes longer
+# inputs in chunks of _MAX_PADDED: at most seven compiled programs per number of hashes.
+_MIN_PADDED, _MAX_PADDED = 1024, 2**16
 
 
 def _mul(a: U64, c: int) -> U64:
@@ -132,17 +134,26 @@ def multi_hash(ids, *, num_buckets: int, num_hashes: int, mask=None) -> jax.Arra
             raise TypeError(f"mask must be a bool array, got dtype {mask.dtype}")
         if mask.shape != values.shape:
             raise ValueError(f"mask shape {mask.shape} differs from ids shape {values.shape}")
-    # Hash a flat copy padded to a power of two (at least _MIN_PADDED), so that a few
-    # compiled programs serve every batch shape; the padding is invalid and cut off.
+    # Hash a flat copy padded to a power of two (at least _MIN_PADDED), in chunks of at
+    # most _MAX_PADDED, so that a few compiled programs serve every batch shape; the
+    # padding is invalid and cut off.
     n = values.size
-    padded = max(_MIN_PADDED, 1 << max(n - 1, 0).bit_length())
+    chunk = min(_MAX_PADDED, max(_MIN_PADDED, 1 << max(n - 1, 0).bit_length()))
+    padded = chunk * max(1, -(-n // chunk))
     flat = np.zeros(padded, np.uint64)
     flat[:n] = values.reshape(-1)
     valid = np.zeros(padded, bool)
     valid[:n] = mask.reshape(-1)
-    out = multi_hash_words(
-        u64.from_numpy(flat), jnp.asarray(valid), np.uint32(num_buckets), num_hashes=num_hashes
-    )
+    outs = [
+        multi_hash_words(
+            u64.from_numpy(flat[start : start + chunk]),
+            jnp.asarray(valid[start : start + chunk]),
+            np.uint32(num_buckets),
+            num_hashes=num_hashes,
+        )
+        for start in range(0, padded, chunk)
+    ]
+    out = outs[0] if len(outs) == 1 else jnp.concatenate(outs)
     return out[:n].reshape(*values.shape, num_hashes)
 
 

@@ -45,12 +45,13 @@ def test_multi_hash_range_shape_and_determinism():
     np.testing.assert_array_equal(h[..., 1], expected.astype(np.int32))
 
 
-@pytest.mark.parametrize("shape", [(3,), (40, 30), (2, 0)])
+@pytest.mark.parametrize("shape", [(3,), (40, 30), (2, 0), (2, 2**15 + 3)])
 @pytest.mark.parametrize("num_buckets", [2**13, 2**13 + 1, 2**31])
 def test_multi_hash_equals_its_definition_for_any_shape_and_table_size(shape, num_buckets):
     """multi_hash hashes a padded flat copy with the table size traced (one program for
     many shapes and sizes); every column must still be 1 + murmur(seed j + 1) mod (m - 1),
-    0 where masked, in the input's shape: here across the 1,024 padding boundary."""
+    0 where masked, in the input's shape: here across the 1,024 padding boundary and
+    across the boundary of the 2**16-ID chunks that longer inputs are hashed in."""
     rng = np.random.default_rng(len(shape) + num_buckets % 7)
     ids = rng.integers(0, 2**63 - 1, size=shape, dtype=np.int64)
     mask = rng.random(shape) < 0.9
