@@ -23,7 +23,6 @@ SLOWEST_FIRST = [
     "tests/test_train.py",
     "chapters/06_zero_collision_hashing.md",
     "tests/test_lab.py",
-    "tests/test_html.py",
     "chapters/01_hash_embeddings.md",
     "chapters/02_reduce_blocks.md",
 ]
@@ -47,7 +46,7 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def chromium():
     """Debian's Chromium (``/usr/bin/chromium``) launched headless through Playwright.
 
@@ -73,7 +72,7 @@ def chromium():
         browser.close()
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def artifacts():
     """Screenshots and logs of tests: ``_build/test-artifacts/`` or ``$PHOENIX_ARTIFACTS_DIR``."""
     root = Path(__file__).resolve().parents[1]
