@@ -309,7 +309,8 @@ def _scan(state: MpzchState, base, home, mask, look, out):
 
         return run
 
-    if not _compacts(state, n):  # whole windows, slot by slot, in one pass
+    compacted = _compacts(state, n)
+    if not compacted:  # whole windows, slot by slot, in one pass
         first = by_slot(probes)
     else:
         first = by_slice(min(_FIRST_PROBES, probes))
@@ -319,7 +320,7 @@ def _scan(state: MpzchState, base, home, mask, look, out):
         mask, out = jnp.ones(n, bool), result
     else:
         out = jax.tree_util.tree_map(lambda o, r: jnp.where(mask, r, o), out, result)
-    if not _compacts(state, n):
+    if not compacted:
         return out
     wraps = home > size - probes
     out, _ = _on_rows(

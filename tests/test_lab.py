@@ -129,7 +129,6 @@ def lab_run(tmp_path_factory, chromium, artifacts):
     chapter = tmp_path / "chapters" / source.name
     shutil.copyfile(source, chapter)
     shutil.copyfile(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")  # Jupytext pairing
-    original = chapter.read_bytes()
 
     port, token = _free_port(), secrets.token_hex(16)
     log = (artifacts / "jupyterlab.log").open("w")
@@ -154,7 +153,7 @@ def lab_run(tmp_path_factory, chromium, artifacts):
         page.screenshot(path=artifacts / "jupyterlab-chapter-01.png")
         _stop_lab(lab, port, token)
         log.close()
-    return {"folder": tmp_path, "shown": shown, "original": original}
+    return {"folder": tmp_path, "shown": shown}
 
 
 def test_chapter_one_runs_and_saves_in_jupyterlab(lab_run):
@@ -178,8 +177,9 @@ def test_chapter_one_runs_and_saves_in_jupyterlab(lab_run):
         "".join(o.get("text", "")) for c in code_cells for o in c["outputs"] if "text" in o
     )
     assert KNOWN_OUTPUT in printed
+    original = (ROOT / "chapters" / f"{CHAPTER}.md").read_bytes()
     chapter = tmp_path / "chapters" / f"{CHAPTER}.md"
-    assert chapter.read_bytes() == lab_run["original"], "saving from JupyterLab changed the text"
+    assert chapter.read_bytes() == original, "saving from JupyterLab changed the chapter text"
 
 
 class Links(html.parser.HTMLParser):
@@ -224,7 +224,7 @@ def site(tmp_path_factory, lab_run):
 def test_every_chapter_page_exists_and_executed_figures_are_embedded(site):
     for chapter in CHAPTERS:
         assert (site / "chapters" / f"{chapter.stem}.html").is_file(), chapter.stem
-    first = (site / "chapters" / f"{CHAPTERS[0].stem}.html").read_text()
+    first = (site / "chapters" / f"{CHAPTER}.html").read_text()
     assert first.count("<img") >= 2  # Chapter 1's two figures, from its executed outputs
     assert "cell_output" in first  # (its one traceback is a cell tagged raises-exception)
 
@@ -236,7 +236,7 @@ def test_math_uses_the_vendored_mathjax_and_nothing_loads_from_the_network(site)
         for tag, ref in parser.refs:
             if tag in ("script", "link", "img") and urlsplit(ref).scheme:
                 pytest.fail(f"{page.name} loads {ref} from the network")
-    first = (site / "chapters" / f"{CHAPTERS[0].stem}.html").read_text()
+    first = (site / "chapters" / f"{CHAPTER}.html").read_text()
     assert 'class="math' in first
     parser = Links()
     parser.feed(first)
@@ -265,7 +265,7 @@ def test_internal_links_resolve(site):
 
 
 def test_figures_are_numbered_and_referenced_and_chapters_link_to_each_other(site):
-    first = (site / "chapters" / f"{CHAPTERS[0].stem}.html").read_text()
+    first = (site / "chapters" / f"{CHAPTER}.html").read_text()
     for number in (1, 2):  # numbered through the book; Chapter 1 has the first two
         assert f'<span class="caption-number">Fig. {number} </span>' in first, number
     parser = Links()
@@ -274,7 +274,7 @@ def test_figures_are_numbered_and_referenced_and_chapters_link_to_each_other(sit
     assert ("a", "#fig-01-collision-vs-load") in parser.refs  # the {numref} in the prose
     second = Links()
     second.feed((site / "chapters" / f"{CHAPTERS[1].stem}.html").read_text())
-    assert ("a", f"{CHAPTERS[0].stem}.html") in second.refs  # "[Chapter 1](01_....md)"
+    assert ("a", f"{CHAPTER}.html") in second.refs  # "[Chapter 1](01_....md)"
     landing = (site / "index.html").read_text()
     assert "two_stage_pipeline.svg" in landing
 
@@ -293,7 +293,7 @@ def test_math_is_typeset_in_a_browser(site, chromium, artifacts):
     page.on("requestfailed", lambda request: failed.append(request.url))
     try:
         port = server.server_address[1]
-        page.goto(f"http://127.0.0.1:{port}/chapters/{CHAPTERS[0].stem}.html")
+        page.goto(f"http://127.0.0.1:{port}/chapters/{CHAPTER}.html")
         page.locator("mjx-container").first.wait_for(timeout=30_000)
         typeset = page.locator("mjx-container").count()
         source = page.locator(".math").count()
