@@ -3,10 +3,12 @@
 For one request (B = 1) with S = 128 history items and C candidates, D = 128 and
 2 layers (the release's demo shape), float32: milliseconds per request,
 candidates per second, XLA's compile time, the peak temporary memory XLA
-assigned to the compiled program, and the largest difference between the two
-paths' logits relative to the largest logit.
+assigned to the compiled program, and the largest difference between each
+path's logits and the masked path's, relative to the largest logit. Where C
+exceeds the block size, a third row serves the isolated path's candidates in
+blocks against the context computed once (``make_ranker(candidate_chunk=...)``).
 
-    python -m benchmarks.serving [--quick] [--candidates 128 512 2048 8192]
+    python -m benchmarks.serving [--quick] [--candidates 128 512 2048 8192] [--block 1024]
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ from phoenix_lib.config import demo_ranker_config
 from phoenix_lib.inputs import random_batch
 from phoenix_lib.plotting import book_style
 
-PATHS = ("masked", "isolated")
 NUM_BUCKETS = 10_000
 
 
@@ -36,12 +37,20 @@ def request(config, hash_tables, num_candidates: int):
     return batch, tables.embed(hash_tables, batch)
 
 
-def measure(config, hash_tables, params, num_candidates: int, repeats: int) -> list[dict]:
-    """One row per attention path for one candidate count; both on the same request."""
+def measure(config, hash_tables, params, num_candidates: int, block: int, repeats: int):
+    """One row per path for one candidate count, all on the same request: masked,
+    isolated, and (when C > block) isolated in blocks of ``block`` candidates."""
     batch, embeddings = request(config, hash_tables, num_candidates)
+    variants = {
+        "masked": dict(attention="masked"),
+        "isolated": dict(attention="isolated"),
+        "blocks": dict(attention="isolated", candidate_chunk=block),
+    }
+    if num_candidates <= block:  # one block: the isolated path itself
+        del variants["blocks"]
     rows, logits = [], {}
-    for path in PATHS:
-        apply = jax.jit(make_ranker(config, attention=path).apply)
+    for path, kwargs in variants.items():
+        apply = jax.jit(make_ranker(config, **kwargs).apply)
         start = time.perf_counter()
         compiled = apply.lower(params, batch, embeddings).compile()
         compile_s = time.perf_counter() - start
@@ -52,7 +61,7 @@ def measure(config, hash_tables, params, num_candidates: int, repeats: int) -> l
         rows.append(
             {
                 "candidates": num_candidates,
-                "path": path,
+                "path": path if path != "blocks" else f"blocks of {block}",
                 "ms_per_request": 1e3 * seconds,
                 "candidates_per_s": num_candidates / seconds,
                 "compile_s": compile_s,
@@ -60,9 +69,8 @@ def measure(config, hash_tables, params, num_candidates: int, repeats: int) -> l
             }
         )
     scale = np.abs(logits["masked"]).max()
-    diff = float(np.abs(logits["masked"] - logits["isolated"]).max() / scale)
-    for row in rows:
-        row["max_rel_diff"] = diff
+    for row, path in zip(rows, variants, strict=True):
+        row["max_rel_diff"] = float(np.abs(logits["masked"] - logits[path]).max() / scale)
         row["speedup"] = rows[0]["ms_per_request"] / row["ms_per_request"]
     return rows
 
@@ -72,15 +80,17 @@ def figure(rows: list[dict]):
 
     book_style()
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
-    for path, marker in zip(PATHS, "os", strict=True):
+    paths = list(dict.fromkeys(r["path"] for r in rows))  # masked, isolated, blocks of ...
+    for path, marker in zip(paths, "os^", strict=True):
         mine = [r for r in rows if r["path"] == path]
         c = [r["candidates"] for r in mine]
         left.loglog(c, [r["ms_per_request"] for r in mine], marker + "-", label=path)
-    speed = [r for r in rows if r["path"] == "isolated"]
-    right.semilogx([r["candidates"] for r in speed], [r["speedup"] for r in speed], "s-")
+        if path != "masked":
+            right.semilogx(c, [r["speedup"] for r in mine], marker + "-", label=path)
     left.set(xlabel="candidates C", ylabel="ms per request", title="one request, S = 128")
-    right.set(xlabel="candidates C", ylabel="masked time / isolated time", title="speed-up")
+    right.set(xlabel="candidates C", ylabel="masked time / this path's", title="speed-up")
     left.legend()
+    right.legend()
     return fig
 
 
@@ -89,10 +99,12 @@ def main(argv=None) -> dict:
         __doc__.splitlines()[0],
         argv,
         candidates={"type": int, "nargs": "+", "default": None, "help": "candidate counts"},
+        block={"type": int, "default": None, "help": "candidates per block (default 1024)"},
     )
     counts = args.candidates or ([128, 512] if args.quick else [128, 512, 2048, 8192])
-    if min(counts) < 1:
-        raise SystemExit("--candidates must be positive")
+    block = args.block if args.block is not None else (256 if args.quick else 1024)
+    if min(counts) < 1 or block < 1:
+        raise SystemExit("--candidates and --block must be positive")
     config = common.one_layer_if_quick(demo_ranker_config(fprop_dtype=jnp.float32), args.quick)
     hash_tables = tables.init_tables(
         jax.random.key(1),
@@ -111,7 +123,9 @@ def main(argv=None) -> dict:
     # True float32 products on every backend (GPUs default to TF32 for float32 matmuls).
     with jax.default_matmul_precision("highest"):
         rows = [
-            row for c in counts for row in measure(config, hash_tables, params, c, args.repeats)
+            row
+            for c in counts
+            for row in measure(config, hash_tables, params, c, block, args.repeats)
         ]
     common.print_table(
         rows,
@@ -127,8 +141,11 @@ def main(argv=None) -> dict:
         ],
     )
     speedups = {r["candidates"]: r["speedup"] for r in rows if r["path"] == "isolated"}
+    blocked = {r["candidates"]: r["speedup"] for r in rows if r["path"].startswith("blocks")}
     summary = {
         "speedup_by_candidates": speedups,
+        "block": block,
+        "blocks_speedup_by_candidates": blocked,
         "max_rel_diff": max(r["max_rel_diff"] for r in rows),
         "speedup_at_2048": speedups.get(2048),
         "speedup_widens": all(
@@ -137,6 +154,7 @@ def main(argv=None) -> dict:
     }
     print(
         f"speed-up by C: {', '.join(f'{c}: {s:.1f}x' for c, s in speedups.items())}; "
+        f"in blocks of {block}: {', '.join(f'{c}: {s:.1f}x' for c, s in blocked.items())}; "
         f"max relative difference {summary['max_rel_diff']:.1e}"
     )
     common.save(args.out, "serving", rows, summary, figure(rows))

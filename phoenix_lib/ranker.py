@@ -38,7 +38,11 @@ class PhoenixModel(hk.Module):
 
 
 def make_ranker(
-    config: PhoenixModelConfig, *, attention: str = "isolated", init: str = "book"
+    config: PhoenixModelConfig,
+    *,
+    attention: str = "isolated",
+    init: str = "book",
+    candidate_chunk: int | None = None,
 ) -> hk.Transformed:
     """The ranker: ``init(rng, batch, embeddings)`` and ``apply(params, batch, embeddings)``.
 
@@ -47,13 +51,18 @@ def make_ranker(
       attention: ``"isolated"`` (default; linear in C) or ``"masked"`` (the release's
         algorithm). Both compute the same logits; their parameters are identical.
       init: ``"book"`` (trainable) or ``"release"`` (all transformer weights zero).
+      candidate_chunk: with ``"isolated"``, serve the candidates in blocks of this
+        many against the context computed once (:class:`~phoenix_lib.transformer.Transformer`);
+        the same logits and parameters. ``None``: all candidates at once.
 
     Both functions run :func:`phoenix_lib.validate_batch` first: shape checks always,
     value checks when the inputs are concrete (not under ``jax.jit`` tracing).
     """
 
     def forward(batch, embeddings):
-        transformer = Transformer(config.model, attention=attention, init=init)
+        transformer = Transformer(
+            config.model, attention=attention, init=init, candidate_chunk=candidate_chunk
+        )
         return PhoenixModel(config, transformer, init=init)(batch, embeddings)
 
     return with_validation(config, hk.without_apply_rng(hk.transform(forward)))

@@ -24,6 +24,8 @@ query heads per kv head, ``K`` key size.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import haiku as hk
 import jax
 import jax.numpy as jnp
@@ -111,14 +113,21 @@ def rotary_tables(t: int, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.cos(phase).astype(np.float32), np.sin(phase).astype(np.float32)
 
 
-def apply_rotary(x: jax.Array) -> jax.Array:
-    """Rotary position embedding at positions ``0..T-1`` of ``x`` [B, T, heads, K].
+def apply_rotary(x: jax.Array, start=0, num_positions: int | None = None) -> jax.Array:
+    """Rotary position embedding at positions ``start .. start+T-1`` of ``x`` [B, T, heads, K].
 
     Rotates each pair ``(x_i, x_{i+K/2})`` by its phase (:func:`rotary_tables`);
-    computed in float32, returned in ``x``'s dtype.
+    computed in float32, returned in ``x``'s dtype. By default the positions are
+    ``0..T-1``. A block of candidates served on its own (``Transformer``'s
+    ``candidate_chunk``) passes its first position ``start``, which may be traced,
+    and the sequence's length ``num_positions``: its rows are sliced from the
+    tables of the whole sequence, so every position keeps exactly its phase.
     """
     _, t, _, k = x.shape
-    cos, sin = (table[None, :, None, :] for table in rotary_tables(t, k))  # [1, T, 1, K]
+    cos, sin = rotary_tables(num_positions or t, k)  # [num_positions or T, K]
+    if num_positions is not None:
+        cos, sin = (jax.lax.dynamic_slice_in_dim(a, start, t) for a in (cos, sin))
+    cos, sin = (table[None, :, None, :] for table in (cos, sin))  # [1, T, 1, K]
     return (x * cos + rotate_half(x) * sin).astype(x.dtype)
 
 
@@ -173,6 +182,27 @@ def masked_attention(q, k, v, mask, multiplier: float) -> jax.Array:
     return jnp.einsum("bhgts,bshk->bthgk", weights, v)
 
 
+def _candidate_mask(ctx_valid: jax.Array, cand_valid: jax.Array) -> jax.Array:
+    """What each candidate may see, bool ``[B, C, N+1]``: the valid context keys, then itself."""
+    b, c = cand_valid.shape
+    n = ctx_valid.shape[1]
+    return jnp.concatenate(
+        [jnp.broadcast_to(ctx_valid[:, None, :], (b, c, n)), cand_valid[:, :, None]], axis=-1
+    )
+
+
+def _candidate_head(qc, kc, vc, k_ctx, v_ctx, mask, multiplier: float) -> jax.Array:
+    """One head's candidate outputs ``[B, C, K]``: candidate queries ``qc`` [B, C, K] against
+    the context keys ``k_ctx`` [B, N, K] and each candidate's own key, under ``mask``
+    [B, C, N+1]; values ``v_ctx`` [B, N, K] and ``vc`` [B, C, K]."""
+    n = k_ctx.shape[1]
+    to_context = jnp.einsum("bck,bsk->bcs", qc, k_ctx)  # [B, C, N]
+    to_self = jnp.sum(qc * kc, axis=-1, keepdims=True)  # [B, C, 1]
+    logits = _soft_cap(jnp.concatenate([to_context, to_self], axis=-1), multiplier)
+    weights = _attention_weights(logits, mask, qc.dtype)
+    return jnp.einsum("bcs,bsk->bck", weights[..., :n], v_ctx) + weights[..., n:] * vc
+
+
 def isolated_attention(q, k, v, padding_mask, candidate_start: int, multiplier: float):
     """The same function as ``masked_attention`` under :func:`ranking_mask`, linear in C.
 
@@ -190,25 +220,18 @@ def isolated_attention(q, k, v, padding_mask, candidate_start: int, multiplier: 
       ``[B, T, Hkv, G, K]``, equal to the masked path up to float rounding.
     """
     n, dtype = candidate_start, q.dtype
-    b, t, hkv, g, _ = q.shape
+    _, _, hkv, g, _ = q.shape
     ctx_valid = padding_mask[:, :n]  # [B, N]
     ctx_mask = jnp.tril(jnp.ones((n, n), bool))[None] & ctx_valid[:, None, :]  # [B, N, N]
-    cand_mask = jnp.concatenate(  # [B, C, N+1]: the context, then the candidate itself
-        [jnp.broadcast_to(ctx_valid[:, None, :], (b, t - n, n)), padding_mask[:, n:, None]],
-        axis=-1,
-    )
+    cand_mask = _candidate_mask(ctx_valid, padding_mask[:, n:])  # [B, C, N+1]
 
     def head(qh, kh, vh):  # [B, T, K] each -> [B, T, K]
         # Context: causal self-attention among user + history, [B, N, N].
         logits = _soft_cap(jnp.einsum("btk,bsk->bts", qh[:, :n], kh[:, :n]), multiplier)
         ctx_out = jnp.einsum("bts,bsk->btk", _attention_weights(logits, ctx_mask, dtype), vh[:, :n])
-        # Candidates: logits against the N context keys and their own key, [B, C, N+1].
-        qc, kc, vc = qh[:, n:], kh[:, n:], vh[:, n:]
-        to_context = jnp.einsum("bck,bsk->bcs", qc, kh[:, :n])
-        to_self = jnp.sum(qc * kc, axis=-1, keepdims=True)
-        logits = _soft_cap(jnp.concatenate([to_context, to_self], axis=-1), multiplier)
-        weights = _attention_weights(logits, cand_mask, dtype)
-        cand_out = jnp.einsum("bcs,bsk->bck", weights[..., :n], vh[:, :n]) + weights[..., n:] * vc
+        cand_out = _candidate_head(
+            qh[:, n:], kh[:, n:], vh[:, n:], kh[:, :n], vh[:, :n], cand_mask, multiplier
+        )
         return jnp.concatenate([ctx_out, cand_out], axis=1)
 
     heads = [head(q[:, :, h, j], k[:, :, h], v[:, :, h]) for h in range(hkv) for j in range(g)]
@@ -220,6 +243,48 @@ def isolated_attention(q, k, v, padding_mask, candidate_start: int, multiplier: 
     return jnp.where(blind[:, :, None, None, None], mean_v[:, None, :, None, :], out)
 
 
+class Context(NamedTuple):
+    """One layer's view of the context (user + history) for a block of candidates served on
+    its own (``Transformer``'s ``candidate_chunk``)."""
+
+    keys: jax.Array  # [B, N, Hkv, K], rotated at positions 0..N-1
+    values: jax.Array  # [B, N, Hkv, K]
+    valid: jax.Array  # bool [B, N]
+    first_position: jax.Array  # int [], the block's first position N + c0 (may be traced)
+    num_positions: int  # N + C (C padded to whole blocks): the rotary tables' length
+
+
+def block_attention(q, k, v, padding_mask, context: Context, multiplier: float):
+    """A block of candidates against the context's keys and values, computed once.
+
+    The candidate half of :func:`isolated_attention`, for candidates alone: each
+    sees the valid context keys and itself.
+
+    Args:
+      q: ``[B, c, Hkv, G, K]``. k, v: ``[B, c, Hkv, K]`` (rotated at the block's
+        positions). padding_mask: bool ``[B, c]``.
+
+    Returns:
+      ``[B, c, Hkv, G, K]``.
+    """
+    _, _, hkv, g, _ = q.shape
+    mask = _candidate_mask(context.valid, padding_mask)  # [B, c, N+1]
+    heads = [
+        _candidate_head(
+            q[:, :, h, j],
+            k[:, :, h],
+            v[:, :, h],
+            context.keys[:, :, h],
+            context.values[:, :, h],
+            mask,
+            multiplier,
+        )
+        for h in range(hkv)
+        for j in range(g)
+    ]
+    return jnp.stack(heads, axis=2).reshape(q.shape)
+
+
 class MultiHeadAttention(hk.Module):
     """Grouped-query attention with rotary embeddings, soft-capped logits and no bias."""
 
@@ -227,8 +292,12 @@ class MultiHeadAttention(hk.Module):
         super().__init__(name="multi_head_attention")
         self.config, self.attention, self.init = config, attention, init
 
-    def __call__(self, x, padding_mask, candidate_start: int | None) -> jax.Array:
-        """``x`` [B, T, D], ``padding_mask`` bool [B, T] -> [B, T, D]."""
+    def __call__(self, x, padding_mask, candidate_start: int | None, context=None):
+        """``x`` [B, T, D], ``padding_mask`` bool [B, T] -> (``[B, T, D]``, ``(k, v)``).
+
+        ``k``, ``v`` ``[B, T, Hkv, K]`` are the rotated keys and the values. With a
+        :class:`Context`, ``x`` is a block of candidates (:func:`block_attention`).
+        """
         cfg = self.config
         b, t, d = x.shape
         hkv, g, ksz = cfg.num_kv_heads, cfg.num_q_heads // cfg.num_kv_heads, cfg.key_size
@@ -236,17 +305,24 @@ class MultiHeadAttention(hk.Module):
         def project(name, heads):
             return Linear(heads * ksz, init=self.init, name=name)(x).reshape(b, t, heads, ksz)
 
-        q = apply_rotary(project("query", cfg.num_q_heads)).reshape(b, t, hkv, g, ksz)
-        k = apply_rotary(project("key", hkv))
+        at = (
+            {}
+            if context is None
+            else dict(start=context.first_position, num_positions=context.num_positions)
+        )
+        q = apply_rotary(project("query", cfg.num_q_heads), **at).reshape(b, t, hkv, g, ksz)
+        k = apply_rotary(project("key", hkv), **at)
         v = project("value", hkv)
         m = cfg.attn_output_multiplier
-        if candidate_start is None:
+        if context is not None:
+            out = block_attention(q, k, v, padding_mask, context, m)
+        elif candidate_start is None:
             out = masked_attention(q, k, v, causal_mask(padding_mask), m)
         elif self.attention == "masked":
             out = masked_attention(q, k, v, ranking_mask(padding_mask, candidate_start), m)
         else:
             out = isolated_attention(q, k, v, padding_mask, candidate_start, m)
-        return Linear(d, init=self.init, name="linear")(out.reshape(b, t, -1))
+        return Linear(d, init=self.init, name="linear")(out.reshape(b, t, -1)), (k, v)
 
 
 class DecoderLayer(hk.Module):
@@ -256,31 +332,57 @@ class DecoderLayer(hk.Module):
         super().__init__(name=f"decoder_layer_{index}")
         self.config, self.attention, self.init = config, attention, init
 
-    def __call__(self, h, padding_mask, candidate_start: int | None) -> jax.Array:
-        """``h`` [B, T, D] -> [B, T, D]."""
+    def __call__(self, h, padding_mask, candidate_start: int | None, context=None):
+        """``h`` [B, T, D] -> (``[B, T, D]``, the attention's ``(k, v)``); ``context``: see
+        :class:`MultiHeadAttention`."""
         init, d = self.init, h.shape[-1]
         attn = MultiHeadAttention(self.config, attention=self.attention, init=init)
-        a = attn(RMSNorm(init=init, name="rms_norm")(h), padding_mask, candidate_start)
+        x = RMSNorm(init=init, name="rms_norm")(h)
+        a, kv = attn(x, padding_mask, candidate_start, context)
         h = h + RMSNorm(init=init, name="rms_norm_1")(a)
 
         x = RMSNorm(init=init, name="rms_norm_2")(h)
         f = ffn_size(d, self.config.widening_factor)
         gate = jax.nn.gelu(Linear(f, init=init, name="linear")(x))  # tanh approximation
         ffn = Linear(d, init=init, name="linear_1")(gate * Linear(f, init=init, name="linear_v")(x))
-        return h + RMSNorm(init=init, name="rms_norm_3")(ffn)
+        return h + RMSNorm(init=init, name="rms_norm_3")(ffn), kv
 
 
 class Transformer(hk.Module):
-    """A stack of ``num_layers`` decoder layers (no final norm; the models add their own)."""
+    """A stack of ``num_layers`` decoder layers (no final norm; the models add their own).
+
+    ``candidate_chunk`` (isolated attention only) serves the candidates in blocks of
+    that many: the context (user + history) runs through every layer once, its keys
+    and values are kept, and one compiled loop body (``hk.scan``) takes each block
+    of candidates through every layer against them. The logits are those of the
+    whole sequence at once (up to float rounding), memory is bounded by the block,
+    and a block's working set can stay in cache. One corner differs: a padding
+    candidate of a row whose whole context is padding sees no key at all; the
+    whole-sequence paths give it the mean value over all ``T`` positions, a block
+    the mean over the context and itself. Such a candidate is padding either way.
+    """
 
     def __init__(
-        self, config: TransformerConfig, *, attention: str = "isolated", init: str = "book"
+        self,
+        config: TransformerConfig,
+        *,
+        attention: str = "isolated",
+        init: str = "book",
+        candidate_chunk: int | None = None,
     ):
         super().__init__(name="transformer")
         if attention not in ATTENTION_PATHS:
             raise ValueError(f"attention must be one of {ATTENTION_PATHS}, got {attention!r}")
         initializers(init)  # validates the name
+        if candidate_chunk is not None:
+            if isinstance(candidate_chunk, bool) or not isinstance(candidate_chunk, int):
+                raise TypeError(f"candidate_chunk must be an int, got {candidate_chunk!r}")
+            if candidate_chunk < 1:
+                raise ValueError(f"candidate_chunk must be positive, got {candidate_chunk}")
+            if attention != "isolated":
+                raise ValueError("candidate_chunk needs attention='isolated'")
         self.config, self.attention, self.init = config, attention, init
+        self.candidate_chunk = candidate_chunk
 
     def __call__(self, embeddings, padding_mask, candidate_start_offset: int | None = None):
         """``embeddings`` [B, T, D], ``padding_mask`` bool [B, T] -> [B, T, D].
@@ -288,8 +390,43 @@ class Transformer(hk.Module):
         With ``candidate_start_offset`` the ranking mask (candidates isolated);
         without it a plain causal mask.
         """
+        layers = [
+            DecoderLayer(self.config, i, attention=self.attention, init=self.init)
+            for i in range(self.config.num_layers)
+        ]
+        n, chunk = candidate_start_offset, self.candidate_chunk
+        if n is not None and chunk is not None and embeddings.shape[1] - n > chunk:
+            return self._in_blocks(layers, embeddings, padding_mask, n)
         h = embeddings
-        for i in range(self.config.num_layers):
-            layer = DecoderLayer(self.config, i, attention=self.attention, init=self.init)
-            h = layer(h, padding_mask, candidate_start_offset)
+        for layer in layers:
+            h, _ = layer(h, padding_mask, n)
         return h
+
+    def _in_blocks(self, layers, embeddings, padding_mask, n: int) -> jax.Array:
+        """The candidates in blocks of ``candidate_chunk`` against the context's cached keys."""
+        b, t, d = embeddings.shape
+        size = self.candidate_chunk
+        blocks = -(-(t - n) // size)
+        pad = blocks * size - (t - n)
+        ctx_valid = padding_mask[:, :n]
+        h, cache = embeddings[:, :n], []
+        for layer in layers:  # the context never sees a candidate: causal over N positions
+            h, kv = layer(h, ctx_valid, None)
+            cache.append(kv)
+
+        def split(x):  # [B, C, ...] -> [blocks, B, size, ...], padding candidates at the end
+            x = jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2))
+            return jnp.swapaxes(x.reshape(b, blocks, size, *x.shape[2:]), 0, 1)
+
+        def block(_, xs):
+            x, valid, first = xs  # [B, size, D], [B, size], int []
+            for layer, (k, v) in zip(layers, cache, strict=True):
+                x, _ = layer(x, valid, None, Context(k, v, ctx_valid, first, n + blocks * size))
+            return None, x
+
+        firsts = n + size * jnp.arange(blocks)
+        _, out = hk.scan(
+            block, None, (split(embeddings[:, n:]), split(padding_mask[:, n:]), firsts)
+        )
+        out = jnp.swapaxes(out, 0, 1).reshape(b, blocks * size, d)[:, : t - n]
+        return jnp.concatenate([h, out], axis=1)

@@ -29,6 +29,10 @@ def test_quick_mode_writes_its_results(module, tmp_path, capsys):
 
 
 def test_bad_arguments_stop_before_any_work(tmp_path):
-    for module, argv in [(mpzch, ["--repeats", "0"]), (serving, ["--candidates", "0"])]:
+    for module, argv in [
+        (mpzch, ["--repeats", "0"]),
+        (serving, ["--candidates", "0"]),
+        (serving, ["--block", "0"]),
+    ]:
         with pytest.raises(SystemExit):
             module.main([*argv, "--out", str(tmp_path)])

@@ -212,6 +212,13 @@ def test_isolated_and_masked_paths_give_the_same_logits(num_candidates, seed, fi
     slow = _apply(config, "masked")(params, batch, emb)
     assert fast.shape == (3, num_candidates, 3)
     assert _max_rel(fast, slow) <= 1e-5
+    # Candidates in blocks of 2 (C = 3 and 9: padded to whole blocks; C = 1: one pass).
+    # Row 0 under pad 2 and 3 is all padding: its candidates see no key (the documented
+    # corner where a block's output differs); every other row must agree.
+    blocks = _apply(config, "isolated", candidate_chunk=2)(params, batch, emb)
+    real = slice(1, None) if pad in (2, 3) else slice(None)
+    assert blocks.shape == fast.shape and np.isfinite(blocks).all()
+    assert _max_rel(blocks[real], slow[real]) <= 1e-5
 
 
 _TABLES = tables.init_tables(
@@ -227,10 +234,11 @@ def _jit_init(config):
     return _COMPILED[key]
 
 
-def _apply(config, attention="isolated"):
-    key = (repr(config), attention)
+def _apply(config, attention="isolated", candidate_chunk=None):
+    key = (repr(config), attention, candidate_chunk)
     if key not in _COMPILED:
-        _COMPILED[key] = jax.jit(pl.make_ranker(config, attention=attention).apply)
+        ranker = pl.make_ranker(config, attention=attention, candidate_chunk=candidate_chunk)
+        _COMPILED[key] = jax.jit(ranker.apply)
     return _COMPILED[key]
 
 
@@ -279,6 +287,25 @@ def _demo_tables():
         num_author_buckets=64,
         dim=128,
     )
+
+
+def test_candidate_blocks_share_the_parameters_and_refuse_bad_sizes(demo):
+    config, batch, emb, params = demo  # C = 4: blocks of 3 pad the second block
+    blocked = pl.make_ranker(config, candidate_chunk=3)
+    for a, b in zip(
+        jax.tree.leaves(params),
+        jax.tree.leaves(blocked.init(jax.random.PRNGKey(0), batch, emb)),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(a, b)
+    for chunk, attention, error, match in [
+        (0, "isolated", ValueError, "positive"),
+        (2.0, "isolated", TypeError, "int"),
+        (2, "masked", ValueError, "isolated"),
+    ]:
+        ranker = pl.make_ranker(config, attention=attention, candidate_chunk=chunk)
+        with pytest.raises(error, match=match):
+            ranker.apply(params, batch, emb)
 
 
 def test_candidate_slot_changes_logits_through_rotary_phase(demo):
