@@ -355,11 +355,12 @@ class Transformer(hk.Module):
     that many: the context (user + history) runs through every layer once, its keys
     and values are kept, and one compiled loop body (``hk.scan``) takes each block
     of candidates through every layer against them. The logits are those of the
-    whole sequence at once (up to float rounding), memory is bounded by the block,
-    and a block's working set can stay in cache. One corner differs: a padding
-    candidate of a row whose whole context is padding sees no key at all; the
-    whole-sequence paths give it the mean value over all ``T`` positions, a block
-    the mean over the context and itself. Such a candidate is padding either way.
+    whole sequence at once (up to float rounding); the attention and FFN
+    intermediates are one block's, whose working set can stay in cache. One corner
+    differs: a padding candidate of a row whose whole context is padding sees no
+    key at all; the whole-sequence paths give it the mean value over all ``T``
+    positions, a block the mean over the context and itself. Such a candidate is
+    padding either way.
     """
 
     def __init__(
