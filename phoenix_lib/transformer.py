@@ -305,13 +305,10 @@ class MultiHeadAttention(hk.Module):
         def project(name, heads):
             return Linear(heads * ksz, init=self.init, name=name)(x).reshape(b, t, heads, ksz)
 
-        at = (
-            {}
-            if context is None
-            else dict(start=context.first_position, num_positions=context.num_positions)
-        )
-        q = apply_rotary(project("query", cfg.num_q_heads), **at).reshape(b, t, hkv, g, ksz)
-        k = apply_rotary(project("key", hkv), **at)
+        # Positions 0..T-1, or a block of candidates' own positions in the whole sequence.
+        at = (0, None) if context is None else (context.first_position, context.num_positions)
+        q = apply_rotary(project("query", cfg.num_q_heads), *at).reshape(b, t, hkv, g, ksz)
+        k = apply_rotary(project("key", hkv), *at)
         v = project("value", hkv)
         m = cfg.attn_output_multiplier
         if context is not None:
