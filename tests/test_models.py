@@ -187,17 +187,17 @@ SMALL = pl.TransformerConfig(
 )
 
 
-@pytest.mark.parametrize("num_candidates", [1, 3, 9])
-@settings(max_examples=25)
-@given(seed=st.integers(0, 2**16), fill=st.sampled_from([0.0, 0.3, 1.0]), pad=st.integers(0, 3))
-def test_isolated_and_masked_paths_give_the_same_logits(num_candidates, seed, fill, pad):
-    config = pl.PhoenixModelConfig(
-        model=SMALL, emb_size=16, num_actions=3, history_seq_len=5, fprop_dtype=jnp.float32
-    )
-    batch, emb = _inputs(
+_SMALL_RANKER = pl.PhoenixModelConfig(
+    model=SMALL, emb_size=16, num_actions=3, history_seq_len=5, fprop_dtype=jnp.float32
+)
+
+
+def _padded_inputs(config, num_candidates, seed, fill, pad):
+    """Three users' batch and embeddings. Padding patterns: pad=1 pads every other
+    candidate, pad=2 pads row 0 entirely (user, history, candidates), pad=3 both."""
+    batch, _ = _inputs(
         config, batch_size=3, num_candidates=num_candidates, seed=seed, history_fill=fill
     )
-    # Padding patterns: pad=1 pads some candidates, pad=2 pads row 0 entirely, pad=3 both.
     hashes = {k: np.array(v) for k, v in batch._asdict().items()}
     if pad in (1, 3):
         hashes["candidate_post_hashes"][:, ::2] = 0
@@ -206,18 +206,34 @@ def test_isolated_and_masked_paths_give_the_same_logits(num_candidates, seed, fi
             hashes[name][0] = 0
         hashes["history_actions"][0] = 0
     batch = pl.RecsysBatch(**hashes)
-    emb = tables.embed(_TABLES, batch)
+    return batch, tables.embed(_TABLES, batch)
+
+
+@pytest.mark.parametrize("num_candidates", [1, 3, 9])
+@settings(max_examples=25)
+@given(seed=st.integers(0, 2**16), fill=st.sampled_from([0.0, 0.3, 1.0]), pad=st.integers(0, 3))
+def test_isolated_and_masked_paths_give_the_same_logits(num_candidates, seed, fill, pad):
+    config = _SMALL_RANKER
+    batch, emb = _padded_inputs(config, num_candidates, seed, fill, pad)
     params = _random_params(config, batch, seed)
     fast = _apply(config, "isolated")(params, batch, emb)
     slow = _apply(config, "masked")(params, batch, emb)
     assert fast.shape == (3, num_candidates, 3)
     assert _max_rel(fast, slow) <= 1e-5
-    # Candidates in blocks of 2 (C = 3 and 9: padded to whole blocks; C = 1: one pass).
-    # Row 0 under pad 2 and 3 is all padding: its candidates see no key (the documented
-    # corner where a block's output differs); every other row must agree.
+
+
+@pytest.mark.parametrize("pad", range(4))
+def test_candidates_in_blocks_give_the_masked_paths_logits(pad):
+    """C = 9 in blocks of 2 (the fifth block padded). Row 0 under pad 2 and 3 is all
+    padding: its candidates see no key, the documented corner where a block's output
+    differs; every other row must agree."""
+    config = _SMALL_RANKER
+    batch, emb = _padded_inputs(config, num_candidates=9, seed=11 + pad, fill=0.3, pad=pad)
+    params = _random_params(config, batch, 11 + pad)
     blocks = _apply(config, "isolated", candidate_chunk=2)(params, batch, emb)
+    slow = _apply(config, "masked")(params, batch, emb)
     real = slice(1, None) if pad in (2, 3) else slice(None)
-    assert blocks.shape == fast.shape and np.isfinite(blocks).all()
+    assert blocks.shape == slow.shape and np.isfinite(blocks).all()
     assert _max_rel(blocks[real], slow[real]) <= 1e-5
 
 
