@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from phoenix_lib.config import PhoenixModelConfig
 from phoenix_lib.inputs import RecsysBatch, RecsysEmbeddings, with_validation
 from phoenix_lib.reduce import build_sequence
-from phoenix_lib.transformer import RMSNorm, Transformer
+from phoenix_lib.transformer import RMSNorm, Transformer, check_options
 
 UNEMBEDDING_INIT = hk.initializers.VarianceScaling(1.0, "fan_in", "truncated_normal")
 
@@ -56,8 +56,10 @@ def make_ranker(
         the same logits and parameters. ``None``: all candidates at once.
 
     Both functions run :func:`phoenix_lib.validate_batch` first: shape checks always,
-    value checks when the inputs are concrete (not under ``jax.jit`` tracing).
+    value checks when the inputs are concrete (not under ``jax.jit`` tracing). Bad
+    options raise here, not at the first call.
     """
+    check_options(attention, init, candidate_chunk)
 
     def forward(batch, embeddings):
         transformer = Transformer(

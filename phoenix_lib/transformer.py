@@ -345,6 +345,20 @@ class DecoderLayer(hk.Module):
         return h + RMSNorm(init=init, name="rms_norm_3")(ffn), kv
 
 
+def check_options(attention: str, init: str, candidate_chunk: int | None) -> None:
+    """Raise ``ValueError``/``TypeError`` naming the first bad :class:`Transformer` option."""
+    if attention not in ATTENTION_PATHS:
+        raise ValueError(f"attention must be one of {ATTENTION_PATHS}, got {attention!r}")
+    initializers(init)  # validates the name
+    if candidate_chunk is not None:
+        if isinstance(candidate_chunk, bool) or not isinstance(candidate_chunk, int):
+            raise TypeError(f"candidate_chunk must be an int, got {candidate_chunk!r}")
+        if candidate_chunk < 1:
+            raise ValueError(f"candidate_chunk must be positive, got {candidate_chunk}")
+        if attention != "isolated":
+            raise ValueError("candidate_chunk needs attention='isolated'")
+
+
 class Transformer(hk.Module):
     """A stack of ``num_layers`` decoder layers (no final norm; the models add their own).
 
@@ -369,16 +383,7 @@ class Transformer(hk.Module):
         candidate_chunk: int | None = None,
     ):
         super().__init__(name="transformer")
-        if attention not in ATTENTION_PATHS:
-            raise ValueError(f"attention must be one of {ATTENTION_PATHS}, got {attention!r}")
-        initializers(init)  # validates the name
-        if candidate_chunk is not None:
-            if isinstance(candidate_chunk, bool) or not isinstance(candidate_chunk, int):
-                raise TypeError(f"candidate_chunk must be an int, got {candidate_chunk!r}")
-            if candidate_chunk < 1:
-                raise ValueError(f"candidate_chunk must be positive, got {candidate_chunk}")
-            if attention != "isolated":
-                raise ValueError("candidate_chunk needs attention='isolated'")
+        check_options(attention, init, candidate_chunk)
         self.config, self.attention, self.init = config, attention, init
         self.candidate_chunk = candidate_chunk
 

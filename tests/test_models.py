@@ -305,7 +305,7 @@ def _demo_tables():
     )
 
 
-def test_candidate_blocks_share_the_parameters_and_refuse_bad_sizes(demo):
+def test_blocks_share_the_parameters_and_bad_options_fail_when_the_ranker_is_made(demo):
     config, batch, emb, params = demo  # C = 4: blocks of 3 pad the second block
     blocked = pl.make_ranker(config, candidate_chunk=3)
     for a, b in zip(
@@ -314,14 +314,15 @@ def test_candidate_blocks_share_the_parameters_and_refuse_bad_sizes(demo):
         strict=True,
     ):
         np.testing.assert_array_equal(a, b)
-    for chunk, attention, error, match in [
-        (0, "isolated", ValueError, "positive"),
-        (2.0, "isolated", TypeError, "int"),
-        (2, "masked", ValueError, "isolated"),
+    for options, error, match in [
+        (dict(candidate_chunk=0), ValueError, "positive"),
+        (dict(candidate_chunk=2.0), TypeError, "int"),
+        (dict(candidate_chunk=2, attention="masked"), ValueError, "isolated"),
+        (dict(attention="linear"), ValueError, "attention"),
+        (dict(init="zeros"), ValueError, "init"),
     ]:
-        ranker = pl.make_ranker(config, attention=attention, candidate_chunk=chunk)
-        with pytest.raises(error, match=match):
-            ranker.apply(params, batch, emb)
+        with pytest.raises(error, match=match):  # when the ranker is made, not first called
+            pl.make_ranker(config, **options)
 
 
 def test_candidate_slot_changes_logits_through_rotary_phase(demo):
