@@ -124,6 +124,8 @@ def apply_rotary(x: jax.Array, start=0, num_positions: int | None = None) -> jax
     tables of the whole sequence, so every position keeps exactly its phase.
     """
     _, t, _, k = x.shape
+    if num_positions is None and not (isinstance(start, int) and start == 0):
+        raise ValueError("apply_rotary: a start other than 0 needs num_positions")
     cos, sin = rotary_tables(num_positions or t, k)  # [num_positions or T, K]
     if num_positions is not None:
         cos, sin = (jax.lax.dynamic_slice_in_dim(a, start, t) for a in (cos, sin))

@@ -168,6 +168,11 @@ def test_rotary_inside_jit_follows_its_formula_at_late_positions():
     want = x64 * np.cos(phase.astype(np.float64)) + half * np.sin(phase.astype(np.float64))
     got = jax.jit(apply_rotary)(x)
     assert np.abs(np.asarray(got, np.float64) - want).max() < 2e-6
+    # Positions 5..t-1 of the same tables, the start traced (as in a block of candidates).
+    late = jax.jit(apply_rotary, static_argnums=2)(x[:, 5:], 5, t)
+    assert np.abs(np.asarray(late, np.float64) - want[:, 5:]).max() < 2e-6
+    with pytest.raises(ValueError, match="num_positions"):
+        apply_rotary(x, 5)
 
 
 def _max_rel(a, b):
