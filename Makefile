@@ -14,6 +14,14 @@ FIGURES_ENV := PHOENIX_FIGURES_DIR=$(CURDIR)/figures
 # the heap removes that (benchmarks/RESULTS.md). Every command below inherits it.
 export MALLOC_MMAP_THRESHOLD_ := 4294967296
 export MALLOC_TRIM_THRESHOLD_ := 68719476736
+# JAX writes every program it compiles to this folder and reads it back in later processes:
+# a second `make test` or `make book`, or a chapter re-run in `make lab`, skips most of its
+# compiling (compiling is half of the suite's time; benchmarks/RESULTS.md section 4). The
+# programs are the same, so are the numbers. A fresh clone starts empty; the folder grows
+# by some 20 MiB each time the library's code changes (`make clean` empties it). Set
+# JAX_ENABLE_COMPILATION_CACHE=false to compile everything every time.
+export JAX_COMPILATION_CACHE_DIR ?= $(CURDIR)/_build/jax-cache
+export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS ?= 0
 
 .PHONY: help venv book figures html mathjax test bench lint lab constraints clean
 
@@ -83,4 +91,4 @@ constraints: $(STAMP)
 	mv constraints.tmp constraints.txt
 
 clean:
-	rm -rf $(VENV) notebooks .pytest_cache
+	rm -rf $(VENV) notebooks .pytest_cache _build/jax-cache
