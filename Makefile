@@ -18,7 +18,8 @@ export MALLOC_TRIM_THRESHOLD_ := 68719476736
 # a second `make test` or `make book`, or a chapter re-run in `make lab`, skips most of its
 # compiling (compiling is half of the suite's time; benchmarks/RESULTS.md section 4). The
 # programs are the same, so are the numbers. A fresh clone starts empty; the folder grows
-# by some 20 MiB each time the library's code changes (`make clean` empties it). Set
+# by some 20 MiB each time the library's code changes and by about 1 MiB a run (the
+# property tests draw new shapes); `make clean` empties it. Set
 # JAX_ENABLE_COMPILATION_CACHE=false to compile everything every time.
 export JAX_COMPILATION_CACHE_DIR ?= $(CURDIR)/_build/jax-cache
 export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS ?= 0
