@@ -15,6 +15,7 @@ import sys
 import jax, jax.numpy as jnp, numpy as np, optax
 
 cache, out = sys.argv[1:]
+jax.config.update("jax_enable_compilation_cache", True)  # even under JAX_ENABLE_..._CACHE=false
 jax.config.update("jax_compilation_cache_dir", cache)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 hits = []
