@@ -79,10 +79,11 @@ def main(argv=None) -> dict:
     # one process (-n 0): no workers to start.
     quick_cells = [f"chapters/02_reduce_blocks.md::Cell {i}" for i in (0, 1)]
     options = ["-n", "0", *quick_cells] if args.quick else []
-    with tempfile.TemporaryDirectory() as cache:
-        cold = run_suite(options, pathlib.Path(cache))
-        programs = len(list(pathlib.Path(cache).glob("*-cache")))
-        warm = run_suite(options, pathlib.Path(cache))
+    with tempfile.TemporaryDirectory() as folder:
+        cache = pathlib.Path(folder)
+        cold = run_suite(options, cache)
+        programs = len(list(cache.glob("*-cache")))
+        warm = run_suite(options, cache)
     chapters = sorted(p for p in ROOT.glob("chapters/[0-9][0-9]_*.md"))
     rows = []
     for chapter in chapters:
