@@ -8,6 +8,9 @@ NOTEBOOKS := $(patsubst chapters/%.md,notebooks/%.ipynb,$(CHAPTERS))
 # Figures are written only when this is set (make book / make figures); the
 # tests and a reader's own runs leave figures/ untouched.
 FIGURES_ENV := PHOENIX_FIGURES_DIR=$(CURDIR)/figures
+# Each chapter's headline numbers (phoenix_lib.results.record) go to _build/metrics/NN_slug.json
+# when the book is built or tested; `python -m benchmarks.headlines` makes tables of them.
+METRICS_ENV := PHOENIX_METRICS_DIR=$(CURDIR)/_build/metrics
 # glibc serves blocks of 32 MiB and more with a fresh mmap and unmaps them on free, so
 # every training step of Chapter 5 (its 2**18-row post table) re-faults its gradient and
 # Adam buffers: ~25,000 page faults and half the step's CPU time. Keeping big blocks in
@@ -45,14 +48,14 @@ $(STAMP): pyproject.toml constraints.txt
 
 notebooks/%.ipynb: chapters/%.md $(STAMP) $(wildcard phoenix_lib/*.py)
 	@mkdir -p notebooks
-	$(FIGURES_ENV) $(BIN)/jupytext --to ipynb --execute --run-path chapters --output $@ $<
+	$(FIGURES_ENV) $(METRICS_ENV) $(BIN)/jupytext --to ipynb --execute --run-path chapters --output $@ $<
 
 book: $(NOTEBOOKS)
 
 figures: $(STAMP)
 	@for c in $(CHAPTERS); do \
 	  echo "figures: $$c"; \
-	  $(FIGURES_ENV) $(BIN)/jupytext --to ipynb --execute --run-path chapters \
+	  $(FIGURES_ENV) $(METRICS_ENV) $(BIN)/jupytext --to ipynb --execute --run-path chapters \
 	    --output notebooks/$$(basename $$c .md).ipynb $$c || exit 1; \
 	done
 
@@ -69,7 +72,7 @@ html: $(STAMP) mathjax
 	$(BIN)/jupyter-book build . -W -n --keep-going
 
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(METRICS_ENV) $(BIN)/python -m pytest
 
 # The benchmarks measure compile times, so they never read programs from the cache
 # (benchmarks.book turns it on again for the suites it runs).

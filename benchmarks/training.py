@@ -1,9 +1,13 @@
-"""Training throughput at the chapters' settings: steps and examples per second.
+"""Training throughput at the chapters' settings: steps and examples per second, dense
+against row-sparse table updates.
 
-The ranker of Chapter 4 (64 users x 16 candidates, AdamW) and the two towers of
-Chapter 5 (128 users, in-batch softmax, Adam). A step is the jitted
-``train.make_step`` on one batch; making the batch from the world is timed
-separately, since the chapters do both.
+The ranker of Chapter 4 (64 users x 16 candidates) and the two towers of Chapter 5
+(128 users, in-batch softmax, a 2^18-row post table), each with three optimizers:
+dense (optax's AdamW or Adam over the whole tree: every table row and its moments at
+every step) and row-sparse (the same optax for the model's weights; the tables'
+touched rows by row-wise Adagrad or lazy Adam, :mod:`phoenix_lib.optimizers`). A step
+is the jitted ``train.make_step`` on one batch; making the batch from the world is
+timed separately, since the chapters do both.
 
     python -m benchmarks.training [--quick]
 """
@@ -17,19 +21,27 @@ import numpy as np
 import optax
 
 from benchmarks import common
-from phoenix_lib import make_ranker, make_retriever, train
+from phoenix_lib import make_ranker, make_retriever, optimizers, train
 from phoenix_lib.config import book_ranker_config, book_retrieval_config
 from phoenix_lib.plotting import book_style
 from phoenix_lib.world import World, WorldConfig, positive_log_q
 
 
-def ranker_case(world, quick: bool):
+def table_optimizers(dense: optax.GradientTransformation) -> dict:
+    """The three ways the benchmark trains the tables, the model's weights by ``dense``."""
+    return {
+        "dense": dense,
+        "row-wise Adagrad": optimizers.TableSparse(dense, optimizers.rowwise_adagrad(0.05)),
+        "lazy Adam": optimizers.TableSparse(dense, optimizers.lazy_adam(1e-3)),
+    }
+
+
+def ranker_case(world, quick: bool, optimizer):
     """Chapter 4's step and its data stream."""
     config = common.one_layer_if_quick(book_ranker_config(), quick)
     buckets = (2**10, 2**12, 2**10) if quick else (2**13, 2**15, 2**11)
     batch_size = 16 if quick else 64
     data = world.ranking_data(config, buckets, batch_size=batch_size)
-    optimizer = optax.adamw(1e-3, weight_decay=1e-4)
     state = train.init_state(
         jax.random.key(0),
         make_ranker(config),
@@ -43,7 +55,7 @@ def ranker_case(world, quick: bool):
     return "ranker (Ch. 4)", step, state, data, batch_size, examples
 
 
-def retrieval_case(world, quick: bool):
+def retrieval_case(world, quick: bool, optimizer):
     """Chapter 5's step and its data stream."""
     config = common.one_layer_if_quick(book_retrieval_config(history_seq_len=16), quick)
     buckets = (2**10, 2**12, 2**10) if quick else (2**13, 2**18, 2**13)
@@ -55,7 +67,6 @@ def retrieval_case(world, quick: bool):
     data = world.retrieval_data(
         config, buckets, positive_log_q(world, sessions), batch_size=batch_size
     )
-    optimizer = optax.adam(1e-3)
     state = train.init_state(
         jax.random.key(0),
         make_retriever(config),
@@ -68,7 +79,7 @@ def retrieval_case(world, quick: bool):
     return "two towers (Ch. 5)", step, state, data, batch_size, batch_size
 
 
-def measure(case, repeats: int) -> dict:
+def measure(case, optimizer_name: str, repeats: int) -> dict:
     name, step, state, data, batch_size, examples = case
     batch = data(0)
     start = time.perf_counter()
@@ -78,6 +89,7 @@ def measure(case, repeats: int) -> dict:
     data_s = common.median_seconds(lambda: data(1), max(3, repeats // 3))
     return {
         "model": name,
+        "tables": optimizer_name,
         "batch_users": batch_size,
         "steps_per_s": 1 / seconds,
         "examples_per_s": examples / seconds,
@@ -105,15 +117,19 @@ def main(argv=None) -> dict:
             seed=0,
         )
     )
-    rows = [
-        measure(ranker_case(ranking_world, args.quick), args.repeats),
-        measure(retrieval_case(retrieval_world, args.quick), args.repeats),
-    ]
+    rows = []
+    for case, world, dense in (
+        (ranker_case, ranking_world, optax.adamw(1e-3, weight_decay=1e-4)),
+        (retrieval_case, retrieval_world, optax.adam(1e-3)),
+    ):
+        for label, optimizer in table_optimizers(dense).items():
+            rows.append(measure(case(world, args.quick, optimizer), label, args.repeats))
     print(f"training on {common.machine()['device']} (examples: ranker candidates, tower users)")
     common.print_table(
         rows,
         [
             ("model", "s"),
+            ("tables", "s"),
             ("batch_users", "d"),
             ("steps_per_s", ".1f"),
             ("examples_per_s", ",.0f"),
@@ -123,8 +139,13 @@ def main(argv=None) -> dict:
         ],
     )
     summary = {
-        r["model"]: {"steps_per_s": r["steps_per_s"], "examples_per_s": r["examples_per_s"]}
+        f"{r['model']}, {r['tables']}": {
+            "steps_per_s": r["steps_per_s"],
+            "examples_per_s": r["examples_per_s"],
+            "speedup_over_dense": dense["ms_per_step"] / r["ms_per_step"],
+        }
         for r in rows
+        for dense in [next(d for d in rows if d["model"] == r["model"] and d["tables"] == "dense")]
     }
     common.save(args.out, "training", rows, summary, figure(rows))
     return summary
@@ -134,13 +155,14 @@ def figure(rows):
     import matplotlib.pyplot as plt
 
     book_style()
-    fig, ax = plt.subplots(figsize=(6, 2.8))
-    names = [r["model"] for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    names = [f"{r['model']}\n{r['tables']}" for r in rows]
     step = np.array([r["ms_per_step"] for r in rows])
     data = np.array([r["ms_per_batch_of_data"] for r in rows])
     ax.barh(names, step, label="jitted train step")
+    ax.invert_yaxis()
     ax.barh(names, data, left=step, label="making the batch (NumPy world)")
-    ax.set(xlabel="ms per step", title="Where a training step's time goes")
+    ax.set(xlabel="ms per step", title="Dense against row-sparse table updates")
     ax.legend()
     return fig
 

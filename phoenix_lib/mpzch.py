@@ -702,9 +702,14 @@ def reset_rows(
       table: embedding table ``[num_slots, D]``.
       slots: int ``[...]`` slot indices; ``-1`` entries are ignored (the padding
         of ``write``'s and ``sweep``'s ``evicted_slots``).
-      opt_state: optional optax state; every leaf shaped exactly like ``table``
-        (e.g. Adam's ``mu`` and ``nu`` for it) gets those rows zeroed. When two
-        tables share a shape, pass only this table's part of the state.
+      opt_state: optional optimizer state; every leaf with one entry per row of
+        ``table`` (leading dimension ``num_slots``: Adam's ``mu`` and ``nu``, row-wise
+        Adagrad's accumulator, lazy Adam's per-row step count) gets those rows
+        zeroed. When two tables have the same number of rows, pass only this
+        table's part of the state. A global step count (optax's Adam) is not per
+        row and cannot be reset: a reset row then takes first steps up to
+        ``(1 - b1) / sqrt(1 - b2)`` times too large; :func:`phoenix_lib.optimizers.lazy_adam`
+        counts per row.
       stddev: of the new rows, ``N(0, stddev^2)``; default ``1/sqrt(D)`` as
         :func:`phoenix_lib.tables.init_tables`.
 
@@ -718,7 +723,7 @@ def reset_rows(
     table = table.at[target].set(rows, mode="drop")
 
     def zero_rows(leaf):
-        if getattr(leaf, "shape", None) == table.shape:
+        if getattr(leaf, "shape", ())[:1] == table.shape[:1]:
             return leaf.at[target].set(0, mode="drop")
         return leaf
 

@@ -20,9 +20,10 @@ import optax
 from tqdm import tqdm
 
 from phoenix_lib.inputs import RecsysBatch
+from phoenix_lib.optimizers import TableSparse, TableSparseState, local_tables
 from phoenix_lib.ranker import make_ranker
 from phoenix_lib.retrieval import make_retriever
-from phoenix_lib.tables import embed, init_tables
+from phoenix_lib.tables import HashTables, embed, init_tables
 
 
 class TrainState(NamedTuple):
@@ -117,14 +118,52 @@ def retrieval_objective(config, *, temperature: float = 0.05) -> Callable:
     return loss
 
 
-def make_step(loss: Callable, optimizer: optax.GradientTransformation) -> Callable:
-    """A jitted ``step(state, *batch) -> (state, loss)`` taking one optimizer step on ``loss``."""
+def make_step(loss: Callable, optimizer) -> Callable:
+    """A jitted ``step(state, batch, *rest) -> (state, loss)``: one optimizer step on ``loss``.
+
+    ``optimizer`` is an optax transformation of the whole tree (dense: every table row
+    and its moments are read and written at every step), or a
+    :class:`phoenix_lib.optimizers.TableSparse`: optax for the model's weights and a
+    row-sparse optimizer that gathers, updates and scatters back only the table rows
+    the batch touches (:func:`phoenix_lib.optimizers.local_tables`).
+    """
+    if isinstance(optimizer, TableSparse):
+        return _sparse_step(loss, optimizer)
 
     @jax.jit
     def step(state: TrainState, *batch):
         value, grads = jax.value_and_grad(loss)(state.params, *batch)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
+        return TrainState(params, opt_state, state.step + 1), value
+
+    return step
+
+
+def _sparse_step(loss: Callable, optimizer: TableSparse) -> Callable:
+    @jax.jit
+    def step(state: TrainState, batch: RecsysBatch, *rest):
+        small, local_batch, rows = local_tables(state.params["tables"], batch)
+
+        def local_loss(model, small):
+            return loss({"model": model, "tables": small}, local_batch, *rest)
+
+        value, (g_model, g_small) = jax.value_and_grad(local_loss, argnums=(0, 1))(
+            state.params["model"], small
+        )
+        opt = state.opt_state
+        updates, dense_state = optimizer.dense.update(g_model, opt.dense, state.params["model"])
+        updated = [
+            optimizer.tables.update(table, table_state, r, g, state.step)
+            for table, table_state, r, g in zip(
+                state.params["tables"], opt.tables, rows, g_small, strict=True
+            )
+        ]
+        params = {
+            "model": optax.apply_updates(state.params["model"], updates),
+            "tables": HashTables(*(t for t, _ in updated)),
+        }
+        opt_state = TableSparseState(dense_state, HashTables(*(s for _, s in updated)))
         return TrainState(params, opt_state, state.step + 1), value
 
     return step

@@ -21,6 +21,24 @@ against the *oracle*, the metric the true probabilities themselves achieve.
   on the user's topics, optionally favouring recent ones), engagements are
   drawn from the truth, and a history is the last ``S`` impressions the user
   acted on.
+* Memory (:meth:`World.timeline`): every user lives through a sequence of sessions in
+  order, and what they did changes what they will do. Four mechanisms, each with a
+  knob in :class:`WorldConfig` that switches it off at 0:
+
+  - *momentum* and *drift*: the interest that drives engagement mixes the user's
+    long-term interest with the topics of what they recently engaged with (posts
+    that held their attention count: dwell is an engagement), and the long-term
+    interest itself drifts;
+  - *author affinity*: authors the user recently engaged with get an affinity bonus;
+  - *persistent negative feedback*: after ``block_author`` or ``mute_author`` the user
+    never engages positively with that author again, and ``not_interested`` lowers the
+    affinity of that post's topics for good;
+  - *freshness*: a post's affinity is higher while it is young.
+
+  A model that reads the history can learn the first three (the history holds the
+  recent posts, their authors and the actions taken); one that sees only the user
+  and the candidate cannot. :meth:`World.session` draws sessions without memory,
+  each user at their long-term interest.
 
 Everything is NumPy, vectorised, and deterministic given the seeds.
 """
@@ -32,6 +50,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
+from tqdm import tqdm
 
 from phoenix_lib.config import ACTIONS
 from phoenix_lib.inputs import RecsysBatch, batch_from_ids
@@ -72,6 +91,23 @@ class WorldConfig:
       video_share: fraction of video posts.
       hours: posts are created uniformly over ``[0, hours)``.
       num_surfaces: product surfaces used (must fit the model's vocabulary).
+      momentum: share of the user's current interest that comes from what they
+        recently engaged with (0: interests have no memory).
+      momentum_decay: per session, how much of the recent-interest average is kept
+        when the user engages with something new (0.6: the last two or three sessions
+        with engagement dominate).
+      drift: per session, share of the long-term interest replaced by a fresh
+        Dirichlet draw (0: long-term interests are fixed).
+      author_affinity: affinity bonus for a post whose author is among the last
+        ``author_memory`` authors the user engaged with (0: no author memory).
+      author_memory: how many recently engaged authors the user remembers.
+      negative_memory: whether ``block_author`` and ``mute_author`` are forever (the
+        user never engages positively with that author again).
+      not_interested_penalty: affinity lost per unit of overlap between a post's topics
+        and the topics the user said ``not_interested`` to (0: forgotten at once).
+      freshness: affinity bonus of a brand-new post, decaying as
+        ``exp(-age / freshness_hours)`` (0: age does not matter).
+      freshness_hours: the time scale of that decay.
       seed: the world's seed.
     """
 
@@ -88,6 +124,15 @@ class WorldConfig:
     video_share: float = 0.3
     hours: int = 72
     num_surfaces: int = 4
+    momentum: float = 0.5
+    momentum_decay: float = 0.6
+    drift: float = 0.05
+    author_affinity: float = 1.0
+    author_memory: int = 8
+    negative_memory: bool = True
+    not_interested_penalty: float = 2.0
+    freshness: float = 0.5
+    freshness_hours: float = 12.0
     seed: int = 0
 
     def __post_init__(self):
@@ -98,13 +143,19 @@ class WorldConfig:
             "num_topics",
             "hours",
             "num_surfaces",
+            "author_memory",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         for name in ("interest_concentration", "topic_concentration"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("author_topic_share", "video_share"):
+        for name in ("author_affinity", "not_interested_penalty", "freshness"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be non-negative, got {getattr(self, name)}")
+        if self.freshness_hours <= 0:
+            raise ValueError(f"freshness_hours must be positive, got {self.freshness_hours}")
+        for name in ("author_topic_share", "video_share", "momentum", "momentum_decay", "drift"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
@@ -166,37 +217,63 @@ class World:
 
     # ------------------------------------------------------------------ truth
 
-    def affinity(self, users: np.ndarray, posts: np.ndarray, *, noise: bool = True) -> np.ndarray:
+    def affinity(
+        self, users: np.ndarray, posts: np.ndarray, *, noise: bool = True, state=None, hour=None
+    ) -> np.ndarray:
         """Affinity of ``users`` [...] with ``posts`` [...] (broadcast), float64 [...].
 
         ``noise=False`` leaves out the per-pair noise: the part of the truth that
-        user and post features determine, which a model can learn.
+        user and post features determine, which a model can learn. ``state`` (a
+        :class:`UserState` whose arrays broadcast as ``[..., K]``, ``[..., R]``) adds what
+        the users' pasts left: their current interest in place of the long-term one,
+        the author bonus and the ``not_interested`` penalty. ``hour`` (the time of the
+        impression) adds the freshness bonus.
         """
         c = self.config
-        match = np.einsum("...k,...k->...", self.user_interest[users], self.post_topics[posts])
+        interest = self.user_interest[users] if state is None else state.interest
+        topics = self.post_topics[posts]
+        match = np.einsum("...k,...k->...", interest, topics)
         author = self.author_popularity[self.post_author[posts]]
         learnable = np.log(c.num_topics * match + 0.05) + self.post_quality[posts] + 0.3 * author
+        if state is not None:
+            known = (state.authors == self.post_author[posts][..., None]).any(-1)
+            learnable = learnable + c.author_affinity * known
+            learnable = learnable - c.not_interested_penalty * (state.penalty * topics).sum(-1)
+        if hour is not None:
+            age = np.maximum(hour - self.post_hour[posts], 0)
+            learnable = learnable + c.freshness * np.exp(-age / c.freshness_hours)
         if not noise:
             return learnable
+        users, posts = np.broadcast_arrays(users, posts)
         pair = users.astype(np.uint64) * np.uint64(c.num_posts) + posts.astype(np.uint64)
         return learnable + c.noise * _gaussian_from_bits(murmur_hash3_2x64_numpy(pair, c.seed + 1))
 
-    def probabilities(self, users, posts, surfaces) -> np.ndarray:
+    def probabilities(self, users, posts, surfaces, *, state=None, hour=None) -> np.ndarray:
         """True probability of every action, ``[..., 19]`` in ``ACTIONS`` order.
 
         Args:
           users, posts: integer indices (not raw IDs), broadcastable shapes ``[...]``.
           surfaces: product surface per pair, in ``[0, num_surfaces)``.
+          state, hour: the users' memory (a :class:`UserState`, ``[..., K]`` per array with
+            ``[...]`` broadcasting to the pairs) and the time, as in :meth:`affinity`. With a
+            state, a user never engages positively with an author they blocked or
+            muted (``negative_memory``).
         """
-        users, posts, surfaces = np.broadcast_arrays(
-            np.asarray(users), np.asarray(posts), np.asarray(surfaces)
-        )
-        a = self.affinity(users, posts)[..., None]
+        users, posts, surfaces = np.asarray(users), np.asarray(posts), np.asarray(surfaces)
+        leading = [] if state is None else [np.shape(x)[:-1] for x in state]
+        shape = np.broadcast_shapes(users.shape, posts.shape, surfaces.shape, *leading)
+        users, posts, surfaces = (np.broadcast_to(x, shape) for x in (users, posts, surfaces))
+        if state is not None:  # each array [..., K] or [..., R], its [...] broadcast to the pairs'
+            state = UserState(*(np.broadcast_to(x, shape + np.shape(x)[-1:]) for x in state))
+        a = self.affinity(users, posts, state=state, hour=hour)[..., None]
         logits = self._base_logit + self._slope * a + self._surface_bias[surfaces]
         p = 1.0 / (1.0 + np.exp(-logits))
         video = self.post_video[posts]
         p[..., ACTIONS.index("vqv")] *= video
         p[..., ACTIONS.index("photo_expand")] *= ~video
+        if state is not None and self.config.negative_memory:
+            blocked = (state.blocked == self.post_author[posts][..., None]).any(-1)
+            p[..., _POSITIVE_COLUMNS] *= ~blocked[..., None]
         return p
 
     # ------------------------------------------------------------------ sessions
@@ -215,6 +292,7 @@ class World:
         now_hour: int | None = None,
         recency_hours: float | None = None,
         topic_share: float = 0.5,
+        interest: np.ndarray | None = None,
     ) -> np.ndarray:
         """Post indices a candidate source shows each user: int ``[len(users), count]``.
 
@@ -222,6 +300,8 @@ class World:
         from the user's interests, then a post on it), the rest from popular posts.
         With ``now_hour``, only posts created by then are shown; with
         ``recency_hours``, popularity is damped by ``exp(-age / recency_hours)``.
+        ``interest`` [len(users), K] replaces the users' long-term interests (a
+        timeline's drifted ones).
         """
         c = self.config
         b = users.shape[0]
@@ -241,7 +321,7 @@ class World:
         # uniform among the topic's posts, or with recency_hours in proportion to
         # exp(-age / recency_hours) among those that exist (falling back to the
         # popular draw when the topic has none).
-        icdf = np.cumsum(self.user_interest[users], axis=1)
+        icdf = np.cumsum(self.user_interest[users] if interest is None else interest, axis=1)
         topics = (rng.random((b, count, 1)) * icdf[:, None, -1:] > icdf[:, None, :]).sum(-1)
         topics = np.minimum(topics, c.num_topics - 1)
         start, stop = self._topic_start[topics], self._topic_start[topics + 1]
@@ -318,6 +398,206 @@ class World:
             probabilities=probs.astype(np.float32),
             labels=self.engage(rng, probs),
         )
+
+    # ------------------------------------------------------------------ timelines
+
+    def timeline(
+        self,
+        seed: int,
+        *,
+        num_sessions: int,
+        session_size: int,
+        start_hour: int = 0,
+        hours_per_session: int = 1,
+        recency_hours: float | None = None,
+        topic_share: float = 0.5,
+        progress: bool = False,
+    ) -> Timeline:
+        """Every user's sessions, in order, each one changing what the user does next.
+
+        Session ``t`` happens at hour ``start_hour + t * hours_per_session``: the
+        candidate source (:meth:`impressions` at the user's drifted long-term interest)
+        shows ``session_size`` posts that exist by then, the truth is evaluated under
+        the user's :class:`UserState` at that moment, the actions are drawn, and the
+        state is updated from them (the mechanisms in the module's docstring).
+
+        Returns:
+          A :class:`Timeline` for all ``num_users`` users (``U`` users, ``T`` sessions,
+          ``C`` impressions each).
+        """
+        c = self.config
+        if num_sessions < 1 or session_size < 1:
+            raise ValueError(
+                f"num_sessions and session_size must be positive, got {num_sessions}, "
+                f"{session_size}"
+            )
+        if hours_per_session < 0 or start_hour < 0:
+            raise ValueError("start_hour and hours_per_session must be non-negative")
+        rng = np.random.default_rng([c.seed, seed, 1])
+        users = np.arange(c.num_users)
+        long_term = self.user_interest.copy()
+        recent = long_term.copy()
+        state = UserState(
+            interest=long_term,
+            authors=np.full((c.num_users, c.author_memory), -1),
+            blocked=np.full((c.num_users, 0), -1),
+            penalty=np.zeros((c.num_users, c.num_topics)),
+        )
+        hours = start_hour + hours_per_session * np.arange(num_sessions)
+        shape = (c.num_users, num_sessions, session_size)
+        posts = np.zeros(shape, np.int64)
+        surface = np.zeros(shape, np.int64)
+        probabilities = np.zeros((*shape, len(ACTIONS)), np.float32)
+        labels = np.zeros((*shape, len(ACTIONS)), np.uint8)
+        states = []
+        block = [ACTIONS.index("block_author"), ACTIONS.index("mute_author")]
+        for t in tqdm(range(num_sessions), desc="timeline", disable=not progress, ascii=True):
+            interest = (1 - c.momentum) * long_term + c.momentum * recent
+            state = state._replace(interest=interest)
+            states.append(state)
+            shown = self.impressions(
+                rng, users, session_size, now_hour=int(hours[t]), recency_hours=recency_hours,
+                topic_share=topic_share, interest=long_term,
+            )  # fmt: skip
+            surfaces = rng.integers(0, c.num_surfaces, shown.shape)
+            p = self.probabilities(
+                users[:, None], shown, surfaces,
+                state=UserState(*(x[:, None] for x in state)), hour=hours[t],
+            )  # fmt: skip
+            drawn = self.engage(rng, p)
+            posts[:, t], surface[:, t], probabilities[:, t], labels[:, t] = (
+                shown,
+                surfaces,
+                p,
+                drawn,
+            )
+            # What this session leaves behind.
+            topics = self.post_topics[shown]  # [U, C, K]
+            engaged = drawn[..., _POSITIVE_COLUMNS].any(-1)  # [U, C]
+            count = engaged.sum(1, keepdims=True)
+            seen = (engaged[..., None] * topics).sum(1) / np.maximum(count, 1)
+            decay = c.momentum_decay
+            recent = np.where(count > 0, decay * recent + (1 - decay) * seen, recent)
+            authors = self.post_author[shown]
+            said_no = drawn[..., ACTIONS.index("not_interested")][..., None]
+            state = state._replace(
+                authors=_push(state.authors, authors, engaged, keep=c.author_memory),
+                blocked=_push(state.blocked, authors, drawn[..., block].any(-1)),
+                penalty=np.minimum(state.penalty + (said_no * topics).sum(1), 1.0),
+            )
+            if c.drift > 0:
+                fresh = rng.dirichlet(np.full(c.num_topics, c.interest_concentration), c.num_users)
+                long_term = (1 - c.drift) * long_term + c.drift * fresh
+        width = max(x.blocked.shape[1] for x in states)
+        states = [x._replace(blocked=_pad(x.blocked, width)) for x in states]
+        # Impressions with an action (dwell_time is a score, not an action), for histories.
+        acted = labels[..., :-1].any(-1).reshape(c.num_users, -1)
+        total = np.concatenate([np.zeros((c.num_users, 1), np.int64), np.cumsum(acted, 1)], 1)
+        return Timeline(
+            hours=hours,
+            posts=posts,
+            surface=surface,
+            probabilities=probabilities,
+            labels=labels,
+            state=UserState(*(np.stack(x, axis=1) for x in zip(*states, strict=True))),
+            acted_order=np.argsort(~acted, axis=1, kind="stable"),
+            acted_before=total[:, : num_sessions * session_size : session_size],
+        )
+
+    def timeline_session(
+        self, timeline: Timeline, users: np.ndarray, sessions: np.ndarray, history_len: int
+    ) -> Session:
+        """Session ``sessions[b]`` of user ``users[b]`` as a :class:`Session`: its candidates
+        are that session's impressions, its history the user's last ``history_len``
+        impressions with an action in earlier sessions, oldest first (padded at the end).
+        """
+        users, sessions = np.asarray(users), np.asarray(sessions)
+        if users.shape != sessions.shape or users.ndim != 1:
+            raise ValueError(
+                f"users and sessions must be [B] each, got {users.shape}, {sessions.shape}"
+            )
+        num_users, num_sessions, size = timeline.posts.shape
+        if history_len < 1:
+            raise ValueError(f"history_len must be positive, got {history_len}")
+        if users.min(initial=0) < 0 or users.max(initial=0) >= num_users:
+            raise ValueError(f"users must be in [0, {num_users})")
+        if sessions.min(initial=0) < 0 or sessions.max(initial=0) >= num_sessions:
+            raise ValueError(f"sessions must be in [0, {num_sessions})")
+        n = timeline.acted_before[users, sessions]  # acted-on impressions before the session
+        slot = np.arange(history_len)
+        mask = slot < np.minimum(n, history_len)[:, None]
+        flat = timeline.acted_order[
+            users[:, None], np.maximum(n - history_len, 0)[:, None] + slot * mask
+        ]
+        t, c = np.divmod(flat, size)
+        u = users[:, None]
+        history_actions = timeline.labels[u, t, c].astype(np.float32) * mask[..., None]
+        return Session(
+            users=users,
+            history_posts=np.where(mask, timeline.posts[u, t, c], 0),
+            history_actions=history_actions,
+            history_surface=np.where(mask, timeline.surface[u, t, c], 0),
+            history_mask=mask,
+            candidate_posts=timeline.posts[users, sessions],
+            candidate_surface=timeline.surface[users, sessions],
+            probabilities=timeline.probabilities[users, sessions],
+            labels=timeline.labels[users, sessions].astype(np.float32),
+        )
+
+    def history_free_probabilities(
+        self, timeline: Timeline, users: np.ndarray, sessions: np.ndarray
+    ) -> np.ndarray:
+        """The best prediction that ignores the history, estimated: for each user's
+        session and candidate, the truth averaged over the states the user is in across
+        their whole timeline (at the session's own hour). ``[B, C, 19]`` float32.
+        """
+        out = []
+        for start in range(0, len(users), 256):
+            u, t = users[start : start + 256], sessions[start : start + 256]
+            p = self.probabilities(
+                u[:, None, None], timeline.posts[u, t][:, None], timeline.surface[u, t][:, None],
+                state=UserState(*(x[u][:, :, None] for x in timeline.state)),  # [b, T, 1, K]
+                hour=timeline.hours[t][:, None, None],
+            )  # fmt: skip
+            out.append(p.mean(1))
+        return np.concatenate(out).astype(np.float32)
+
+    def timeline_data(
+        self,
+        config,
+        timeline: Timeline,
+        num_buckets,
+        *,
+        batch_size: int,
+        sessions: range,
+        seed_offset: int = 0,
+        transform: Callable[[Session], Session] | None = None,
+    ):
+        """``data(i) -> (batch, labels, mask)`` for :func:`phoenix_lib.train.fit` from a
+        timeline: step ``i`` takes ``batch_size`` (user, session) pairs drawn uniformly
+        (seeded by ``seed_offset + i``) with sessions in ``sessions``. ``transform``, if
+        given, changes each :class:`Session` before it is hashed (the ablations)."""
+        num_users = timeline.posts.shape[0]
+        if len(sessions) == 0 or sessions.start < 0 or sessions.stop > timeline.posts.shape[1]:
+            raise ValueError(
+                f"sessions {sessions} not within the timeline's {timeline.posts.shape[1]}"
+            )
+
+        def data(i: int):
+            rng = np.random.default_rng([self.config.seed, seed_offset + i, 2])
+            users = rng.integers(0, num_users, batch_size)
+            s = self.timeline_session(
+                timeline, users, rng.choice(sessions, batch_size), config.history_seq_len
+            )
+            if transform is not None:
+                s = transform(s)
+            return (
+                self.to_batch(config, s, num_buckets),
+                s.labels,
+                np.ones(s.labels.shape[:2], bool),
+            )
+
+        return data
 
     def to_batch(self, config, session: Session, num_buckets: tuple[int, int, int]) -> RecsysBatch:
         """Hash a session's raw IDs into a :class:`RecsysBatch` for a model ``config``."""
@@ -407,6 +687,13 @@ class World:
 
 
 RETRIEVAL_POSITIVES = ("favorite", "reply", "repost", "share", "quote", "follow_author")
+# What moves a user's interest and author memory: positive engagement, and posts that held
+# the user's attention (dwell). Also the actions zeroed for a blocked author.
+_POSITIVE_COLUMNS = [
+    ACTIONS.index(a)
+    for a in ("favorite", "reply", "repost", "share", "quote", "follow_author", "dwell",
+              "profile_click", "share_via_dm", "share_via_copy_link")
+]  # fmt: skip
 
 
 def first_positive(session: Session) -> tuple[np.ndarray, np.ndarray]:
@@ -426,6 +713,29 @@ def positive_log_q(world: World, sessions, prior: float = 1.0) -> np.ndarray:
     return np.log(counts / counts.sum())
 
 
+class UserState(NamedTuple):
+    """What a user's past has left, at one moment. ``[...]`` indexes users (and, in a
+    :class:`Timeline`, sessions); ``-1`` marks an empty author slot."""
+
+    interest: np.ndarray  # [..., K] the current interest: long-term mixed with recent
+    authors: np.ndarray  # [..., R] the last R authors engaged with
+    blocked: np.ndarray  # [..., Rb] every author blocked or muted so far
+    penalty: np.ndarray  # [..., K] topics said not_interested to, each at most 1
+
+
+class Timeline(NamedTuple):
+    """Every user's sessions in order. ``U`` users, ``T`` sessions of ``C`` impressions."""
+
+    hours: np.ndarray  # [T] the hour of each session
+    posts: np.ndarray  # [U, T, C] post indices shown
+    surface: np.ndarray  # [U, T, C]
+    probabilities: np.ndarray  # [U, T, C, 19] float32: the truth at that moment
+    labels: np.ndarray  # [U, T, C, 19] uint8 0/1 drawn from it
+    state: UserState  # arrays [U, T, ...]: each user's state before each session
+    acted_order: np.ndarray  # [U, T*C] each user's impressions with an action first, in order
+    acted_before: np.ndarray  # [U, T] how many of those came before session t
+
+
 class Session(NamedTuple):
     """A batch of users at index level. ``B`` users, ``S`` history, ``C`` candidates."""
 
@@ -438,6 +748,23 @@ class Session(NamedTuple):
     candidate_surface: np.ndarray  # [B, C]
     probabilities: np.ndarray  # [B, C, 19] float32: the truth
     labels: np.ndarray  # [B, C, 19] float32 0/1 drawn from the truth
+
+
+def _push(memory: np.ndarray, new: np.ndarray, valid: np.ndarray, keep: int | None = None):
+    """Append ``new[valid]`` [B, C] to ``memory`` [B, R] in order; keep the last ``keep``
+    entries per row (all of them, widening ``memory``, when ``keep`` is None)."""
+    both = np.concatenate([memory, np.where(valid, new, -1)], axis=1)
+    filled = both >= 0
+    if keep is None:
+        keep = max(int(filled.sum(1).max(initial=0)), memory.shape[1])
+    recent = np.cumsum(filled[:, ::-1], axis=1)[:, ::-1] <= keep
+    order = np.argsort(~(filled & recent), axis=1, kind="stable")[:, :keep]
+    taken = np.take_along_axis(both, order, 1)
+    return np.where(np.take_along_axis(filled & recent, order, 1), taken, -1)
+
+
+def _pad(memory: np.ndarray, width: int) -> np.ndarray:
+    return np.pad(memory, ((0, 0), (0, width - memory.shape[1])), constant_values=-1)
 
 
 def _gaussian_from_bits(h: np.ndarray) -> np.ndarray:

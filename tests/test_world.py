@@ -1,12 +1,13 @@
 """The synthetic world: determinism, realistic rates, well-formed batches."""
 
+import jax
 import numpy as np
 import pytest
 
-from phoenix_lib import scoring
+from phoenix_lib import metrics, scoring
 from phoenix_lib.config import ACTIONS, book_ranker_config
 from phoenix_lib.inputs import validate_batch
-from phoenix_lib.world import World, WorldConfig
+from phoenix_lib.world import _POSITIVE_COLUMNS, UserState, World, WorldConfig
 
 SMALL = WorldConfig(num_users=500, num_authors=50, num_posts=2_000, num_topics=6, seed=3)
 
@@ -128,3 +129,128 @@ def test_large_world_builds():
 def test_bad_config_is_rejected_by_name(field, value):
     with pytest.raises(ValueError, match=field):
         WorldConfig(**{field: value})
+
+
+# ------------------------------------------------------------------ timelines: the world's memory
+
+TIMELINE = dict(num_sessions=12, session_size=8, start_hour=24, recency_hours=24)
+
+
+@pytest.fixture(scope="module")
+def timeline(world):
+    return world.timeline(0, **TIMELINE)
+
+
+def test_timeline_is_deterministic_and_shaped(world, timeline):
+    again = World(SMALL).timeline(0, **TIMELINE)
+    for a, b in zip(jax.tree.leaves(timeline), jax.tree.leaves(again), strict=True):
+        np.testing.assert_array_equal(a, b)
+    other = world.timeline(1, **TIMELINE)
+    assert not np.array_equal(other.posts, timeline.posts)
+    u, t, c = SMALL.num_users, 12, 8
+    assert timeline.posts.shape == (u, t, c) and timeline.labels.shape == (u, t, c, len(ACTIONS))
+    assert timeline.state.interest.shape == (u, t, SMALL.num_topics)
+    # Nothing is shown before it exists.
+    assert (world.post_hour[timeline.posts] <= timeline.hours[None, :, None]).all()
+    np.testing.assert_allclose(timeline.state.interest.sum(-1), 1.0, rtol=1e-9)
+
+
+def test_timeline_sessions_read_the_users_own_past_in_order(world, timeline):
+    users, sessions = np.array([3, 3, 7, 11]), np.array([0, 11, 6, 11])
+    s = world.timeline_session(timeline, users, sessions, history_len=16)
+    assert not s.history_mask[0].any()  # the first session has no past
+    np.testing.assert_array_equal(s.candidate_posts, timeline.posts[users, sessions])
+    np.testing.assert_array_equal(s.labels, timeline.labels[users, sessions])
+    for b, (user, t) in enumerate(zip(users, sessions, strict=True)):
+        # The reference: walk the user's earlier impressions one by one.
+        acted = [
+            (timeline.posts[user, i, j], timeline.labels[user, i, j])
+            for i in range(t)
+            for j in range(8)
+            if timeline.labels[user, i, j, :-1].any()
+        ][-16:]
+        n = len(acted)
+        assert s.history_mask[b].sum() == n and s.history_mask[b, :n].all()
+        np.testing.assert_array_equal(s.history_posts[b, :n], [p for p, _ in acted])
+        np.testing.assert_array_equal(
+            s.history_actions[b, :n], np.reshape([a for _, a in acted], (n, len(ACTIONS)))
+        )
+        assert (s.history_posts[b, n:] == 0).all() and (s.history_actions[b, n:] == 0).all()
+    with pytest.raises(ValueError, match="sessions must be in"):
+        world.timeline_session(timeline, np.array([0]), np.array([12]), history_len=4)
+
+
+@pytest.mark.parametrize("knob", ["author_affinity", "not_interested_penalty", "freshness"])
+def test_each_memory_mechanism_moves_the_truth_and_its_knob_removes_it(knob):
+    """A state that differs only in the mechanism's part changes the truth, unless off."""
+    for value, moves in ((1.0, True), (0.0, False)):
+        world = World(WorldConfig(**{**SMALL.__dict__, knob: value}))
+        posts = np.arange(40)
+        k = SMALL.num_topics
+        plain = UserState(world.user_interest[0], np.full(4, -1), np.full(2, -1), np.zeros(k))
+        if knob == "author_affinity":
+            changed = plain._replace(authors=np.r_[world.post_author[posts[:3]], -1])
+            hour_a = hour_b = None
+        elif knob == "not_interested_penalty":
+            changed = plain._replace(penalty=np.ones(k))
+            hour_a = hour_b = None
+        else:
+            changed, hour_a, hour_b = plain, world.post_hour[posts], world.post_hour[posts] + 500
+        a = world.probabilities(0, posts, 0, state=plain, hour=hour_a)
+        b = world.probabilities(0, posts, 0, state=changed, hour=hour_b)
+        assert (np.abs(a - b).max() > 1e-3) == moves, (knob, value)
+
+
+def test_blocked_authors_never_get_positive_engagement_unless_memory_is_off():
+    for memory in (True, False):
+        world = World(WorldConfig(**{**SMALL.__dict__, "negative_memory": memory}))
+        posts = np.arange(40)
+        k = SMALL.num_topics
+        state = UserState(
+            world.user_interest[0], np.full(4, -1), world.post_author[:1], np.zeros(k)
+        )
+        p = world.probabilities(0, posts, 0, state=state)
+        by_blocked = world.post_author[posts] == world.post_author[0]
+        assert ((p[by_blocked][:, _POSITIVE_COLUMNS] == 0).all()) == memory
+        assert (p[~by_blocked][:, _POSITIVE_COLUMNS].max(1) > 0).all()
+
+
+def test_timeline_memory_follows_the_actions(world, timeline):
+    labels = timeline.labels
+    # Blocks and mutes are remembered for good: never a positive action on that author after.
+    blocked = timeline.state.blocked  # [U, T, Rb]
+    author = world.post_author[timeline.posts]  # [U, T, C]
+    hit = (author[..., None] == blocked[:, :, None, :]).any(-1)  # [U, T, C]
+    assert (labels[hit][:, _POSITIVE_COLUMNS] == 0).all()
+    assert (timeline.probabilities[hit][:, _POSITIVE_COLUMNS] == 0).all()
+    # The state before session t+1 remembers the authors engaged with in session t.
+    engaged = labels[..., _POSITIVE_COLUMNS].any(-1)
+    u, t, c = np.argwhere(engaged[:, :-1])[0]
+    assert author[u, t, c] in timeline.state.authors[u, t + 1]
+
+
+@pytest.mark.parametrize("knob", ["momentum", "drift"])
+def test_interest_moves_only_with_momentum_or_drift(knob):
+    off = {"momentum": 0.0, "drift": 0.0}
+    world = World(WorldConfig(**{**SMALL.__dict__, **off}))
+    still = world.timeline(0, **TIMELINE).state.interest
+    np.testing.assert_array_equal(still, np.broadcast_to(world.user_interest[:, None], still.shape))
+    world = World(WorldConfig(**{**SMALL.__dict__, **off, knob: 0.5}))
+    moving = world.timeline(0, **TIMELINE).state.interest
+    assert np.abs(moving[:, -1] - moving[:, 0]).sum(-1).mean() > 0.05
+
+
+def test_timeline_rates_and_oracle_are_realistic():
+    """Chapter 4's world: favorites 1-10%, each negative action under 1%, the oracle's
+    favorite AUC between 0.70 and 0.90."""
+    world = World(WorldConfig(num_users=2_000, num_authors=500, num_posts=5_000,
+                              num_topics=8, noise=0.2, seed=20260404))  # fmt: skip
+    tl = world.timeline(0, num_sessions=24, session_size=16, start_hour=24, recency_hours=24)
+    labels = tl.labels.reshape(-1, len(ACTIONS))
+    rates = labels.mean(0)
+    fav = ACTIONS.index("favorite")
+    assert 0.01 < rates[fav] < 0.10
+    for name in ("not_interested", "block_author", "mute_author", "report"):
+        assert rates[ACTIONS.index(name)] < 0.01, name
+    oracle = metrics.auc(labels[:, fav], tl.probabilities.reshape(-1, len(ACTIONS))[:, fav])
+    assert 0.70 < oracle < 0.90
