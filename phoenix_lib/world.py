@@ -28,11 +28,11 @@ against the *oracle*, the metric the true probabilities themselves achieve.
   - *momentum* and *drift*: the interest that drives engagement mixes the user's
     long-term interest with the topics of what they recently engaged with (posts
     that held their attention count: dwell is an engagement), and the long-term
-    interest itself drifts;
+    interest itself drifts (a passing interest, replaced now and then);
   - *author affinity*: authors the user recently engaged with get an affinity bonus;
   - *persistent negative feedback*: after ``block_author`` or ``mute_author`` the user
     never engages positively with that author again, and ``not_interested`` lowers the
-    affinity of that post's topics for good;
+    affinity of that post's topics for the next few sessions;
   - *freshness*: a post's affinity is higher while it is young.
 
   A model that reads the history can learn the first three (the history holds the
@@ -94,17 +94,22 @@ class WorldConfig:
       momentum: share of the user's current interest that comes from what they
         recently engaged with (0: interests have no memory).
       momentum_decay: per session, how much of the recent-interest average is kept
-        when the user engages with something new (0.6: the last two or three sessions
+        when the user engages with something new (0.5: the last two or three sessions
         with engagement dominate).
-      drift: per session, share of the long-term interest replaced by a fresh
-        Dirichlet draw (0: long-term interests are fixed).
+      drift: weight of a passing interest in the user's long-term interest: a second
+        Dirichlet draw that the user replaces by a new one with probability
+        ``drift_rate`` per session (0: long-term interests are fixed). The mix keeps
+        interests as focused at the end of a timeline as at its start.
+      drift_rate: per session, the probability that a user's passing interest changes.
       author_affinity: affinity bonus for a post whose author is among the last
         ``author_memory`` authors the user engaged with (0: no author memory).
       author_memory: how many recently engaged authors the user remembers.
       negative_memory: whether ``block_author`` and ``mute_author`` are forever (the
         user never engages positively with that author again).
       not_interested_penalty: affinity lost per unit of overlap between a post's topics
-        and the topics the user said ``not_interested`` to (0: forgotten at once).
+        and the topics the user recently said ``not_interested`` to (0: no effect).
+      not_interested_decay: per session, how much of that topic penalty is kept (0.8:
+        it fades over about five sessions, while the action is still in the history).
       freshness: affinity bonus of a brand-new post, decaying as
         ``exp(-age / freshness_hours)`` (0: age does not matter).
       freshness_hours: the time scale of that decay.
@@ -124,13 +129,15 @@ class WorldConfig:
     video_share: float = 0.3
     hours: int = 72
     num_surfaces: int = 4
-    momentum: float = 0.5
-    momentum_decay: float = 0.6
-    drift: float = 0.05
-    author_affinity: float = 1.0
+    momentum: float = 0.8
+    momentum_decay: float = 0.5
+    drift: float = 0.4
+    drift_rate: float = 0.05
+    author_affinity: float = 2.0
     author_memory: int = 8
     negative_memory: bool = True
     not_interested_penalty: float = 2.0
+    not_interested_decay: float = 0.8
     freshness: float = 0.5
     freshness_hours: float = 12.0
     seed: int = 0
@@ -155,7 +162,14 @@ class WorldConfig:
                 raise ValueError(f"{name} must be non-negative, got {getattr(self, name)}")
         if self.freshness_hours <= 0:
             raise ValueError(f"freshness_hours must be positive, got {self.freshness_hours}")
-        for name in ("author_topic_share", "video_share", "momentum", "momentum_decay", "drift"):
+        for name in (
+            "author_topic_share",
+            "video_share",
+            "momentum",
+            "momentum_decay",
+            "drift",
+            "not_interested_decay",
+        ):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
@@ -435,7 +449,9 @@ class World:
             raise ValueError("start_hour and hours_per_session must be non-negative")
         rng = np.random.default_rng([c.seed, seed, 1])
         users = np.arange(c.num_users)
-        long_term = self.user_interest.copy()
+        alpha = np.full(c.num_topics, c.interest_concentration)
+        passing = rng.dirichlet(alpha, c.num_users)
+        long_term = (1 - c.drift) * self.user_interest + c.drift * passing
         recent = long_term.copy()
         state = UserState(
             interest=long_term,
@@ -483,11 +499,13 @@ class World:
             state = state._replace(
                 authors=_push(state.authors, authors, engaged, keep=c.author_memory),
                 blocked=_push(state.blocked, authors, drawn[..., block].any(-1)),
-                penalty=np.minimum(state.penalty + (said_no * topics).sum(1), 1.0),
+                penalty=np.minimum(
+                    c.not_interested_decay * state.penalty + (said_no * topics).sum(1), 1.0
+                ),
             )
-            if c.drift > 0:
-                fresh = rng.dirichlet(np.full(c.num_topics, c.interest_concentration), c.num_users)
-                long_term = (1 - c.drift) * long_term + c.drift * fresh
+            change = rng.random(c.num_users) < c.drift_rate
+            passing = np.where(change[:, None], rng.dirichlet(alpha, c.num_users), passing)
+            long_term = (1 - c.drift) * self.user_interest + c.drift * passing
         width = max(x.blocked.shape[1] for x in states)
         states = [x._replace(blocked=_pad(x.blocked, width)) for x in states]
         # Impressions with an action (dwell_time is a score, not an action), for histories.
@@ -720,7 +738,7 @@ class UserState(NamedTuple):
     interest: np.ndarray  # [..., K] the current interest: long-term mixed with recent
     authors: np.ndarray  # [..., R] the last R authors engaged with
     blocked: np.ndarray  # [..., Rb] every author blocked or muted so far
-    penalty: np.ndarray  # [..., K] topics said not_interested to, each at most 1
+    penalty: np.ndarray  # [..., K] topics recently said not_interested to, each at most 1
 
 
 class Timeline(NamedTuple):
