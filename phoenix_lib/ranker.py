@@ -17,9 +17,16 @@ UNEMBEDDING_INIT = hk.initializers.VarianceScaling(1.0, "fan_in", "truncated_nor
 class PhoenixModel(hk.Module):
     """Reduce blocks -> transformer (ranking mask) -> final RMSNorm -> ``unembeddings``."""
 
-    def __init__(self, config: PhoenixModelConfig, transformer: Transformer | None, *, init: str):
+    def __init__(
+        self,
+        config: PhoenixModelConfig,
+        transformer: Transformer | None,
+        *,
+        init: str,
+        history: str = "attention",
+    ):
         super().__init__(name="phoenix_model")
-        self.config, self.transformer, self.init = config, transformer, init
+        self.config, self.transformer, self.init, self.history = config, transformer, init, history
 
     def build_inputs(self, batch: RecsysBatch, embeddings: RecsysEmbeddings):
         """``(sequence [B, 1+S+C, D], padding_mask [B, 1+S+C], candidate_start_offset)``."""
@@ -29,6 +36,8 @@ class PhoenixModel(hk.Module):
         """Logits ``[B, C, num_actions]`` in ``fprop_dtype``; probabilities are their sigmoid."""
         cfg = self.config
         sequence, padding_mask, start = self.build_inputs(batch, embeddings)
+        if self.history == "mean":
+            sequence, padding_mask = mean_pool_history(sequence, padding_mask, start)
         h = self.transformer(sequence, padding_mask, candidate_start_offset=start)
         h = RMSNorm(init=self.init, name="rms_norm")(h)[:, start:]  # [B, C, D]
         unembeddings = hk.get_parameter(
@@ -43,6 +52,7 @@ def make_ranker(
     attention: str = "isolated",
     init: str = "book",
     candidate_chunk: int | None = None,
+    history: str = "attention",
 ) -> hk.Transformed:
     """The ranker: ``init(rng, batch, embeddings)`` and ``apply(params, batch, embeddings)``.
 
@@ -54,20 +64,40 @@ def make_ranker(
       candidate_chunk: with ``"isolated"``, serve the candidates in blocks of this
         many against the context computed once (:class:`~phoenix_lib.transformer.Transformer`);
         the same logits and parameters. ``None``: all candidates at once.
+      history: ``"attention"`` (the release) or ``"mean"``, an ablation: the history
+        enters as one position, the masked mean of its items, so the model cannot
+        attend to items one by one (:func:`mean_pool_history`). Same parameters.
 
     Both functions run :func:`phoenix_lib.validate_batch` first: shape checks always,
     value checks when the inputs are concrete (not under ``jax.jit`` tracing). Bad
     options raise here, not at the first call.
     """
     check_options(attention, init, candidate_chunk)
+    if history not in ("attention", "mean"):
+        raise ValueError(f"history must be 'attention' or 'mean', got {history!r}")
 
     def forward(batch, embeddings):
         transformer = Transformer(
             config.model, attention=attention, init=init, candidate_chunk=candidate_chunk
         )
-        return PhoenixModel(config, transformer, init=init)(batch, embeddings)
+        return PhoenixModel(config, transformer, init=init, history=history)(batch, embeddings)
 
     return with_validation(config, hk.without_apply_rng(hk.transform(forward)))
+
+
+def mean_pool_history(sequence, padding_mask, start: int):
+    """Replace the history's positions ``1 .. start - 1`` of ``sequence`` [B, N, D] by their
+    masked mean at position 1, the rest of them padding. Returns ``(sequence, mask [B, N])``
+    of the same shapes (positions of the candidates unchanged)."""
+    items, mask = sequence[:, 1:start], padding_mask[:, 1:start]  # [B, S, D], [B, S]
+    count = mask.sum(1, keepdims=True)
+    mean = (items * mask[..., None]).sum(1) / jnp.maximum(count, 1).astype(items.dtype)
+    pooled = jnp.zeros_like(items).at[:, 0].set(mean)
+    pooled_mask = jnp.zeros_like(mask).at[:, 0].set(count[:, 0] > 0)
+    return (
+        jnp.concatenate([sequence[:, :1], pooled, sequence[:, start:]], 1),
+        jnp.concatenate([padding_mask[:, :1], pooled_mask, padding_mask[:, start:]], 1),
+    )
 
 
 def make_input_builder(config: PhoenixModelConfig) -> hk.Transformed:

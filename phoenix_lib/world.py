@@ -53,6 +53,7 @@ import numpy as np
 from tqdm import tqdm
 
 from phoenix_lib.config import ACTIONS
+from phoenix_lib.hashing import multi_hash
 from phoenix_lib.inputs import RecsysBatch, batch_from_ids
 from phoenix_lib.mpzch_reference import murmur_hash3_2x64_numpy
 
@@ -596,6 +597,7 @@ class World:
         (seeded by ``seed_offset + i``) with sessions in ``sessions``. ``transform``, if
         given, changes each :class:`Session` before it is hashed (the ablations)."""
         num_users = timeline.posts.shape[0]
+        buckets = self.buckets(config, num_buckets)
         if len(sessions) == 0 or sessions.start < 0 or sessions.stop > timeline.posts.shape[1]:
             raise ValueError(
                 f"sessions {sessions} not within the timeline's {timeline.posts.shape[1]}"
@@ -610,16 +612,58 @@ class World:
             if transform is not None:
                 s = transform(s)
             return (
-                self.to_batch(config, s, num_buckets),
+                self.to_batch(config, s, num_buckets, buckets=buckets),
                 s.labels,
                 np.ones(s.labels.shape[:2], bool),
             )
 
         return data
 
-    def to_batch(self, config, session: Session, num_buckets: tuple[int, int, int]) -> RecsysBatch:
-        """Hash a session's raw IDs into a :class:`RecsysBatch` for a model ``config``."""
+    def buckets(self, config, num_buckets: tuple[int, int, int]) -> Buckets:
+        """Every user's, post's and author's hash buckets, hashed once (:class:`Buckets`).
+
+        :meth:`to_batch` given them gathers rows instead of hashing each batch's raw IDs
+        again: the same batch, without the hashing on every training step.
+        """
+        hc = config.hash_config
+        nu, npost, na = num_buckets
+        return Buckets(
+            tuple(num_buckets),
+            np.asarray(multi_hash(self.user_ids, num_buckets=nu, num_hashes=hc.num_user_hashes)),
+            np.asarray(multi_hash(self.post_ids, num_buckets=npost, num_hashes=hc.num_item_hashes)),
+            np.asarray(
+                multi_hash(self.author_ids, num_buckets=na, num_hashes=hc.num_author_hashes)
+            ),
+        )
+
+    def to_batch(
+        self,
+        config,
+        session: Session,
+        num_buckets: tuple[int, int, int],
+        *,
+        buckets: Buckets | None = None,
+    ) -> RecsysBatch:
+        """Hash a session's raw IDs into a :class:`RecsysBatch` for a model ``config``;
+        with ``buckets`` (from :meth:`buckets`, for the same ``num_buckets``), gather them."""
         hp, cp = session.history_posts, session.candidate_posts
+        if buckets is not None:
+            if buckets.num_buckets != tuple(num_buckets):
+                raise ValueError(
+                    f"buckets were hashed for {buckets.num_buckets}, not {tuple(num_buckets)}"
+                )
+            mask = session.history_mask[..., None]
+            author = self.post_author
+            return RecsysBatch(
+                user_hashes=buckets.user[session.users],
+                history_post_hashes=np.where(mask, buckets.post[hp], 0),
+                history_author_hashes=np.where(mask, buckets.author[author[hp]], 0),
+                history_actions=np.asarray(session.history_actions, np.float32) * mask,
+                history_product_surface=np.asarray(session.history_surface, np.int32),
+                candidate_post_hashes=buckets.post[cp],
+                candidate_author_hashes=buckets.author[author[cp]],
+                candidate_product_surface=np.asarray(session.candidate_surface, np.int32),
+            )
         return batch_from_ids(
             config,
             user_ids=self.user_ids[session.users],
@@ -729,6 +773,15 @@ def positive_log_q(world: World, sessions, prior: float = 1.0) -> np.ndarray:
         item, valid = first_positive(s)
         np.add.at(counts, item[valid], 1.0)
     return np.log(counts / counts.sum())
+
+
+class Buckets(NamedTuple):
+    """Hash buckets of every entity for one set of table sizes (:meth:`World.buckets`)."""
+
+    num_buckets: tuple[int, int, int]  # (users, posts, authors)
+    user: np.ndarray  # [U, Hu] int32
+    post: np.ndarray  # [P, Hi] int32
+    author: np.ndarray  # [Na, Ha] int32
 
 
 class UserState(NamedTuple):

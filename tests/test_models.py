@@ -441,3 +441,26 @@ def test_value_checks_are_skipped_under_jit_but_shape_checks_are_not(demo):
     apply(params, batch, emb)  # traced: no host values needed
     with pytest.raises(ValueError, match="candidate_author_hashes"):
         apply(params, batch._replace(candidate_author_hashes=np.ones((2, 4, 3), np.int32)), emb)
+
+
+def test_mean_pooled_history_ignores_the_order_of_the_history(demo):
+    """The ablation's model sees the history as one averaged position: permuting the
+    items leaves its logits unchanged (to rounding), while the release's attention,
+    with rotary positions, notices; the parameters are the release's."""
+    config, _, _, params = demo
+    batch, _ = _inputs(config, history_fill=1.0)  # every slot real: any order is valid
+    pooled = pl.make_ranker(config, history="mean")
+    emb_b = tables.embed(_demo_tables(), batch)
+    assert _tree(pooled.init(jax.random.PRNGKey(0), batch, emb_b)) == _tree(params)
+    order = np.array([3, 0, 5, 1, 4, 2])
+    fields = ("history_post_hashes", "history_author_hashes", "history_actions",
+              "history_product_surface")  # fmt: skip
+    permuted = batch._replace(**{f: np.asarray(getattr(batch, f))[:, order] for f in fields})
+    emb_p = tables.embed(_demo_tables(), permuted)
+    a = np.asarray(pooled.apply(params, batch, emb_b))
+    b = np.asarray(pooled.apply(params, permuted, emb_p))
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    full = pl.make_ranker(config)
+    assert not np.allclose(full.apply(params, batch, emb_b), full.apply(params, permuted, emb_p))
+    with pytest.raises(ValueError, match="history"):
+        pl.make_ranker(config, history="max")

@@ -254,3 +254,18 @@ def test_timeline_rates_and_oracle_are_realistic():
         assert rates[ACTIONS.index(name)] < 0.01, name
     oracle = metrics.auc(labels[:, fav], tl.probabilities.reshape(-1, len(ACTIONS))[:, fav])
     assert 0.70 < oracle < 0.90
+
+
+def test_to_batch_from_precomputed_buckets_equals_hashing_the_ids(world, timeline):
+    config = book_ranker_config(history_seq_len=16, candidate_seq_len=8)
+    num_buckets = (257, 1024, 64)
+    session = world.timeline_session(timeline, np.array([1, 2, 3]), np.array([0, 5, 11]), 16)
+    hashed = world.to_batch(config, session, num_buckets)
+    gathered = world.to_batch(
+        config, session, num_buckets, buckets=world.buckets(config, num_buckets)
+    )
+    for name, a, b in zip(hashed._fields, hashed, gathered, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=name)
+        assert np.asarray(a).dtype == np.asarray(b).dtype, name
+    with pytest.raises(ValueError, match="hashed for"):
+        world.to_batch(config, session, (257, 1024, 65), buckets=world.buckets(config, num_buckets))
