@@ -51,6 +51,7 @@ notebooks/%.ipynb: chapters/%.md $(STAMP) $(wildcard phoenix_lib/*.py)
 	$(FIGURES_ENV) $(METRICS_ENV) $(BIN)/jupytext --to ipynb --execute --run-path chapters --output $@ $<
 
 book: $(NOTEBOOKS)
+	$(BIN)/python -m benchmarks.headlines
 
 figures: $(STAMP)
 	@for c in $(CHAPTERS); do \

@@ -61,6 +61,64 @@ def normalized_entropy(labels, probabilities) -> float:
     return log_loss(labels, probabilities) / entropy
 
 
+def pooled_normalized_entropy(labels, probabilities) -> float:
+    """NE over all actions at once: the summed cross-entropy of every action divided by
+    the summed entropy of every action's base rate.
+
+    Each action weighs by its entropy, so common actions count more than rare ones
+    (a mean of per-action NEs would let the rarest, noisiest action count as much as
+    ``dwell``). 1.0 is the base rates', lower is better.
+
+    Args:
+      labels: 0/1 ``[N, A]``. probabilities: ``[N, A]``.
+    """
+    return float(pooled_ne_terms(labels, probabilities, 1)[0])
+
+
+def pooled_ne_terms(labels, probabilities, num_units: int) -> np.ndarray:
+    """Each unit's part of the pooled NE: ``[num_units]`` whose mean is
+    :func:`pooled_normalized_entropy`, for rows ``[N, A]`` that form ``num_units``
+    consecutive groups of equal size (a session's candidates). Differences of two
+    models' terms, unit by unit, feed :func:`bootstrap_interval`."""
+    y = np.asarray(labels, np.float64)
+    p = np.clip(np.asarray(probabilities, np.float64), _EPS, 1 - _EPS)
+    if y.ndim != 2 or y.shape != p.shape:
+        raise ValueError(f"labels and probabilities must be [N, A] alike, got {y.shape}, {p.shape}")
+    if num_units < 1 or y.shape[0] % num_units:
+        raise ValueError(f"{y.shape[0]} rows do not split into {num_units} equal units")
+    rate = y.mean(0)
+    if ((rate == 0) | (rate == 1)).any():
+        raise ValueError("every action needs both labels among the examples")
+    entropy = -(rate * np.log(rate) + (1 - rate) * np.log1p(-rate)).sum() * y.shape[0]
+    loss = -(y * np.log(p) + (1 - y) * np.log1p(-p)).sum(1)
+    return loss.reshape(num_units, -1).sum(1) * num_units / entropy
+
+
+def gap_closed(value, low, high) -> float:
+    """The share of the way from a baseline ``low`` to a reference ``high`` that ``value``
+    covers: 0 at the baseline, 1 at the reference (for NE, where lower is better, pass
+    the NEs as they are: the sign works out)."""
+    return float((value - low) / (high - low))
+
+
+def bootstrap_interval(values, *, seed: int, level: float = 0.95, resamples: int = 2_000):
+    """A percentile bootstrap interval for the mean of ``values`` ``[N]``: resample the N
+    units (users, sessions) with replacement ``resamples`` times. Returns ``(low, high)``.
+
+    For a paired comparison of two models, pass each unit's difference.
+    """
+    x = np.asarray(values, np.float64).reshape(-1)
+    if x.size < 2:
+        raise ValueError(f"need at least two values, got {x.size}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, x.size, (resamples, x.size))].mean(1)
+    tail = (1 - level) / 2
+    low, high = np.quantile(means, [tail, 1 - tail])
+    return float(low), float(high)
+
+
 def calibration(labels, probabilities) -> float:
     """Mean predicted probability over observed rate: 1.0 is calibrated on average."""
     y, p = _flat_pair(labels, probabilities)

@@ -591,11 +591,13 @@ class World:
         sessions: range,
         seed_offset: int = 0,
         transform: Callable[[Session], Session] | None = None,
+        on_session: Callable[[int, Session], None] | None = None,
     ):
         """``data(i) -> (batch, labels, mask)`` for :func:`phoenix_lib.train.fit` from a
         timeline: step ``i`` takes ``batch_size`` (user, session) pairs drawn uniformly
         (seeded by ``seed_offset + i``) with sessions in ``sessions``. ``transform``, if
-        given, changes each :class:`Session` before it is hashed (the ablations)."""
+        given, changes each :class:`Session` before it is hashed (the ablations);
+        ``on_session(i, session)``, if given, sees every session made (after ``transform``)."""
         num_users = timeline.posts.shape[0]
         buckets = self.buckets(config, num_buckets)
         if len(sessions) == 0 or sessions.start < 0 or sessions.stop > timeline.posts.shape[1]:
@@ -611,6 +613,8 @@ class World:
             )
             if transform is not None:
                 s = transform(s)
+            if on_session is not None:
+                on_session(i, s)
             return (
                 self.to_batch(config, s, num_buckets, buckets=buckets),
                 s.labels,

@@ -83,3 +83,49 @@ def test_metrics_reject_mismatched_inputs():
         metrics.auc([0, 1], [0.1, 0.2, 0.3])
     with pytest.raises(ValueError, match="disagree"):
         metrics.recall_at_k(np.zeros((2, 3)), np.zeros((3, 3)))
+
+
+def test_pooled_ne_weighs_actions_by_their_entropy():
+    rng = np.random.default_rng(0)
+    y = (rng.random((4_000, 3)) < [0.3, 0.05, 0.01]).astype(float)
+    p = np.clip(y * 0.6 + 0.2 * rng.random(y.shape), 0.01, 0.99)
+    per_action = [metrics.log_loss(y[:, a], p[:, a]) for a in range(3)]
+    entropies = [
+        metrics.log_loss(y[:, a], np.full(len(y), y[:, a].mean())) for a in range(3)
+    ]  # a constant prediction at the base rate scores the entropy
+    expected = sum(per_action) / sum(entropies)
+    assert metrics.pooled_normalized_entropy(y, p) == pytest.approx(expected, rel=1e-6)
+    base = np.broadcast_to(y.mean(0), y.shape)
+    assert metrics.pooled_normalized_entropy(y, base) == pytest.approx(1.0, rel=1e-9)
+    with pytest.raises(ValueError, match="both labels"):
+        metrics.pooled_normalized_entropy(np.zeros((5, 2)), np.full((5, 2), 0.5))
+
+
+def test_gap_closed_is_zero_at_the_baseline_and_one_at_the_reference():
+    assert metrics.gap_closed(0.9, 1.0, 0.8) == pytest.approx(0.5)  # NE: lower is better
+    assert metrics.gap_closed(0.7, 0.6, 0.8) == pytest.approx(0.5)  # AUC: higher is better
+    assert metrics.gap_closed(1.0, 1.0, 0.8) == 0.0
+
+
+def test_bootstrap_interval_covers_the_mean_at_its_level():
+    rng = np.random.default_rng(1)
+    misses = 0
+    for trial in range(200):
+        x = rng.normal(0.3, 1.0, 200)
+        low, high = metrics.bootstrap_interval(x, seed=trial, resamples=500)
+        misses += not low < 0.3 < high
+        assert low < x.mean() < high
+    assert 2 <= misses <= 20  # about 5% of 200
+    with pytest.raises(ValueError, match="two values"):
+        metrics.bootstrap_interval([1.0], seed=0)
+
+
+def test_pooled_ne_terms_average_to_the_pooled_ne():
+    rng = np.random.default_rng(2)
+    y = (rng.random((600, 4)) < 0.2).astype(float)
+    p = rng.uniform(0.05, 0.5, y.shape)
+    terms = metrics.pooled_ne_terms(y, p, 50)
+    assert terms.shape == (50,)
+    assert terms.mean() == pytest.approx(metrics.pooled_normalized_entropy(y, p), rel=1e-12)
+    with pytest.raises(ValueError, match="equal units"):
+        metrics.pooled_ne_terms(y, p, 7)

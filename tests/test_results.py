@@ -50,3 +50,24 @@ def test_bad_records_are_refused(monkeypatch, tmp_path, chapter, name, value, me
     with pytest.raises(ValueError, match=message):
         results.record(chapter, name, value)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_headlines_table_replaces_only_its_block(monkeypatch, tmp_path):
+    from benchmarks import headlines
+
+    monkeypatch.setenv("PHOENIX_METRICS_DIR", str(tmp_path / "m"))
+    results.record(CHAPTER, "pooled_ne_gap_closed", 0.4816)
+    results.record("07_freshness", "fresh_gain_ci_low", 0.0012)
+    target = tmp_path / "RESULTS.md"
+    target.write_text(f"before\n{headlines.BEGIN}\nold\n{headlines.END}\nafter\n")
+    headlines.main(["--metrics", str(tmp_path / "m"), "--target", str(target)])
+    assert target.read_text() == (
+        f"before\n{headlines.BEGIN}\n| recorded number | value |\n| --- | ---: |\n"
+        "| `04.pooled_ne_gap_closed` | 0.4816 |\n| `07.fresh_gain_ci_low` | 0.0012 |\n"
+        f"{headlines.END}\nafter\n"
+    )
+    target.write_text("no markers\n")
+    with pytest.raises(ValueError, match="needs one"):
+        headlines.main(["--metrics", str(tmp_path / "m"), "--target", str(target)])
+    with pytest.raises(SystemExit):
+        headlines.main(["--metrics", str(tmp_path / "empty"), "--target", str(target)])
