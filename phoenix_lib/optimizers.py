@@ -4,9 +4,8 @@ A batch reads a few thousand rows of a table with hundreds of thousands, but a d
 optimizer (optax's AdamW on the whole tree) reads and writes every row and its
 moments at every step. Production embedding tables are trained row-sparse instead:
 only the rows a batch touched are gathered, updated and scattered back. FBGEMM's
-table-batched embeddings fuse this into the backward pass, and X's Phoenix trains its
-tables with row-wise Adagrad, one accumulator per row (``../shared/reference``,
-"What August changed").
+table-batched embeddings fuse this into the backward pass, and X's August 2026 training
+code for Phoenix trains its tables with row-wise Adagrad, one accumulator per row.
 
 * :func:`rowwise_adagrad`: ``acc += mean(g^2)`` over the row, ``row -= lr g / (sqrt(acc)
   + eps)``. One float of state per row, the production choice.
