@@ -762,6 +762,35 @@ _POSITIVE_COLUMNS = [
 ]  # fmt: skip
 
 
+def without_history(session: Session) -> Session:
+    """``session`` with every history emptied (the no-history ablation): only the users
+    and the candidates remain."""
+    zero = np.zeros_like
+    return session._replace(
+        history_posts=zero(session.history_posts),
+        history_actions=zero(session.history_actions),
+        history_surface=zero(session.history_surface),
+        history_mask=zero(session.history_mask),
+    )
+
+
+def shuffled_history(session: Session, seed: int) -> Session:
+    """``session`` with each history's real items in a random order (padding stays at the
+    end): the same contents without their order."""
+    keys = np.random.default_rng(seed).random(session.history_mask.shape)
+    order = np.argsort(np.where(session.history_mask, keys, 2.0), axis=1)
+
+    def take(x):
+        return np.take_along_axis(x, order if x.ndim == 2 else order[..., None], 1)
+
+    return session._replace(
+        history_posts=take(session.history_posts),
+        history_actions=take(session.history_actions),
+        history_surface=take(session.history_surface),
+        history_mask=take(session.history_mask),
+    )
+
+
 def first_positive(session: Session) -> tuple[np.ndarray, np.ndarray]:
     """Each user's first candidate with a positive engagement: ``(post [B], valid [B])``."""
     columns = [ACTIONS.index(a) for a in RETRIEVAL_POSITIVES]

@@ -10,10 +10,12 @@ import json
 import jax
 import pytest
 
-from benchmarks import book, mpzch, serving, training
+from benchmarks import ablations, book, mpzch, serving, training
 
 
-@pytest.mark.parametrize("module", [serving, mpzch, training, book], ids=lambda m: m.__name__)
+@pytest.mark.parametrize(
+    "module", [serving, mpzch, training, ablations, book], ids=lambda m: m.__name__
+)
 def test_quick_mode_writes_its_results(module, tmp_path, capsys):
     summary = module.main(["--quick", "--out", str(tmp_path)])
     subject = module.__name__.rsplit(".", 1)[1]

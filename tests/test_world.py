@@ -269,3 +269,30 @@ def test_to_batch_from_precomputed_buckets_equals_hashing_the_ids(world, timelin
         assert np.asarray(a).dtype == np.asarray(b).dtype, name
     with pytest.raises(ValueError, match="hashed for"):
         world.to_batch(config, session, (257, 1024, 65), buckets=world.buckets(config, num_buckets))
+
+
+def test_history_ablations_keep_what_they_promise(world, timeline):
+    from phoenix_lib.world import shuffled_history, without_history
+
+    s = world.timeline_session(timeline, np.arange(20), np.full(20, 11), history_len=16)
+    empty = without_history(s)
+    assert not empty.history_mask.any() and not empty.history_posts.any()
+    np.testing.assert_array_equal(empty.candidate_posts, s.candidate_posts)
+    mixed = shuffled_history(s, seed=3)
+    np.testing.assert_array_equal(mixed.history_mask, s.history_mask)  # padding stays last
+
+    def items(session, b):  # each history item with its surface and actions, as a multiset
+        n = session.history_mask[b].sum()
+        return sorted(
+            (int(p), int(f), tuple(a))
+            for p, f, a in zip(
+                session.history_posts[b, :n],
+                session.history_surface[b, :n],
+                session.history_actions[b, :n].astype(int),
+                strict=True,
+            )
+        )
+
+    for b in range(20):
+        assert items(mixed, b) == items(s, b)  # the same items, each with its own actions
+    assert not np.array_equal(mixed.history_posts, s.history_posts)  # in another order
