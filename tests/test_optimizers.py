@@ -161,3 +161,17 @@ def test_reset_rows_gives_lazy_adam_a_first_step_of_size_lr():
         first, lr * 0.1 / np.sqrt(0.001 / (1 - 0.999 ** (late + 1))), rtol=1e-3
     )
     assert first > 3 * lr
+
+
+def test_a_sparse_run_resumed_from_a_checkpoint_is_bit_exact(tmp_path):
+    from phoenix_lib.checkpoint import load_state, save_state
+
+    state, _, _, _, step = setup("adagrad")
+    data = WORLD.ranking_data(CONFIG, BUCKETS, batch_size=8)
+    straight, _ = train.fit(step, state, data, 4, progress=False)
+    half, _ = train.fit(step, state, data, 2, progress=False)
+    save_state(tmp_path / "state.npz", half)
+    resumed, _ = train.fit(step, load_state(tmp_path / "state.npz", like=state), data, 2,
+                           progress=False)  # fmt: skip
+    for a, b in zip(jax.tree.leaves(straight), jax.tree.leaves(resumed), strict=True):
+        np.testing.assert_array_equal(a, b)
