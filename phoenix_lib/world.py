@@ -392,7 +392,7 @@ class World:
         past = self.impressions(rng, users, 3 * s, **kw)
         past_surface = rng.integers(0, c.num_surfaces, past.shape)
         past_actions = self.engage(rng, self.probabilities(users[:, None], past, past_surface))
-        acted = past_actions[..., :-1].any(-1)  # dwell_time is a score, not an event
+        acted = _acted(past_actions)
         # Keep the last S acted-on impressions, oldest first, padding at the end.
         rank = np.cumsum(acted[:, ::-1], axis=1)[:, ::-1]  # 1 = the most recent
         keep = acted & (rank <= s)
@@ -509,8 +509,7 @@ class World:
             long_term = (1 - c.drift) * self.user_interest + c.drift * passing
         width = max(x.blocked.shape[1] for x in states)
         states = [x._replace(blocked=_pad(x.blocked, width)) for x in states]
-        # Impressions with an action (dwell_time is a score, not an action), for histories.
-        acted = labels[..., :-1].any(-1).reshape(c.num_users, -1)
+        acted = _acted(labels).reshape(c.num_users, -1)  # for the histories
         total = np.concatenate([np.zeros((c.num_users, 1), np.int64), np.cumsum(acted, 1)], 1)
         return Timeline(
             hours=hours,
@@ -865,6 +864,12 @@ def _push(memory: np.ndarray, new: np.ndarray, valid: np.ndarray, keep: int | No
     order = np.argsort(~(filled & recent), axis=1, kind="stable")[:, :keep]
     taken = np.take_along_axis(both, order, 1)
     return np.where(np.take_along_axis(filled & recent, order, 1), taken, -1)
+
+
+def _acted(actions: np.ndarray) -> np.ndarray:
+    """Which impressions ``[..., 19]`` had an action, the history's criterion: bool ``[...]``
+    (``dwell_time``, the last column, is a score, not an action)."""
+    return actions[..., :-1].any(-1)
 
 
 def _pad(memory: np.ndarray, width: int) -> np.ndarray:
