@@ -590,26 +590,26 @@ class World:
         sessions: range,
         seed_offset: int = 0,
         transform: Callable[[Session], Session] | None = None,
+        candidates: Callable | None = None,
         on_session: Callable[[int, Session], None] | None = None,
     ):
         """``data(i) -> (batch, labels, mask)`` for :func:`phoenix_lib.train.fit` from a
         timeline: step ``i`` takes ``batch_size`` (user, session) pairs drawn uniformly
-        (seeded by ``seed_offset + i``) with sessions in ``sessions``. ``transform``, if
-        given, changes each :class:`Session` before it is hashed (the ablations);
-        ``on_session(i, session)``, if given, sees every session made (after ``transform``)."""
-        num_users = timeline.posts.shape[0]
+        (seeded by ``seed_offset + i``) with sessions in ``sessions``.
+
+        ``candidates(session, sessions [B], rng) -> posts [B, C]``, if given, replaces the
+        logged impressions by other posts (those a retriever finds, say), labelled from
+        the truth at that moment (:meth:`shown`). ``transform``, if given, changes each
+        :class:`Session` before it is hashed (the ablations); ``on_session(i, session)``,
+        if given, sees every session made (after ``transform``)."""
+        _check_sessions(timeline, sessions)
         buckets = self.buckets(config, num_buckets)
-        if len(sessions) == 0 or sessions.start < 0 or sessions.stop > timeline.posts.shape[1]:
-            raise ValueError(
-                f"sessions {sessions} not within the timeline's {timeline.posts.shape[1]}"
-            )
 
         def data(i: int):
-            rng = np.random.default_rng([self.config.seed, seed_offset + i, 2])
-            users = rng.integers(0, num_users, batch_size)
-            s = self.timeline_session(
-                timeline, users, rng.choice(sessions, batch_size), config.history_seq_len
-            )
+            rng, users, drawn = self._draw(timeline, sessions, batch_size, seed_offset + i)
+            s = self.timeline_session(timeline, users, drawn, config.history_seq_len)
+            if candidates is not None:
+                s = self.shown(timeline, s, drawn, candidates(s, drawn, rng), rng)
             if transform is not None:
                 s = transform(s)
             if on_session is not None:
@@ -621,6 +621,77 @@ class World:
             )
 
         return data
+
+    def timeline_retrieval_data(
+        self,
+        config,
+        timeline: Timeline,
+        num_buckets,
+        log_q: np.ndarray,
+        *,
+        batch_size: int,
+        sessions: range,
+        seed_offset: int = 0,
+    ):
+        """``data(i) -> (batch, log_q [B], item [B], valid [B])`` for two-tower training from
+        a timeline, drawn as in :meth:`timeline_data`: each pair's one candidate is the
+        first impression of its session with a positive engagement (:func:`first_positive`;
+        ``valid`` is False where there is none). ``log_q`` [P]: each post's log
+        probability of being such a positive (:func:`positive_log_q`)."""
+        _check_sessions(timeline, sessions)
+        buckets = self.buckets(config, num_buckets)
+
+        def data(i: int):
+            _, users, drawn = self._draw(timeline, sessions, batch_size, seed_offset + i)
+            s = self.timeline_session(timeline, users, drawn, config.history_seq_len)
+            item, valid = first_positive(s)
+            one = s._replace(
+                candidate_posts=item[:, None], candidate_surface=s.candidate_surface[:, :1]
+            )
+            batch = self.to_batch(config, one, num_buckets, buckets=buckets)
+            return batch, log_q[item], item, valid
+
+        return data
+
+    def _draw(self, timeline: Timeline, sessions: range, batch_size: int, seed: int):
+        """``(rng, users [B], sessions [B])``: (user, session) pairs drawn uniformly."""
+        rng = np.random.default_rng([self.config.seed, seed, 2])
+        users = rng.integers(0, timeline.posts.shape[0], batch_size)
+        return rng, users, rng.choice(sessions, batch_size)
+
+    def shown(
+        self,
+        timeline: Timeline,
+        session: Session,
+        sessions: np.ndarray,
+        posts: np.ndarray,
+        rng: np.random.Generator,
+    ) -> Session:
+        """``session`` (user ``b`` at session ``sessions[b]`` of ``timeline``) with ``posts``
+        [B, C] shown in place of its impressions: on random surfaces, at the session's
+        hour, their truth evaluated under each user's state at that moment and the
+        labels drawn from it. Every post must exist by then."""
+        posts, sessions = np.asarray(posts), np.asarray(sessions)
+        b = session.users.shape[0]
+        if posts.ndim != 2 or posts.shape[0] != b or sessions.shape != (b,):
+            raise ValueError(
+                f"posts must be [B, C] and sessions [B] for B = {b}, got {posts.shape}, "
+                f"{sessions.shape}"
+            )
+        if posts.min(initial=0) < 0 or posts.max(initial=0) >= self.config.num_posts:
+            raise ValueError(f"posts must be indices in [0, {self.config.num_posts})")
+        hours = timeline.hours[sessions][:, None]
+        if (self.post_hour[posts] > hours).any():
+            raise ValueError("a post cannot be shown before its creation hour")
+        surface = rng.integers(0, self.config.num_surfaces, posts.shape)
+        state = UserState(*(x[session.users, sessions][:, None] for x in timeline.state))
+        p = self.probabilities(session.users[:, None], posts, surface, state=state, hour=hours)
+        return session._replace(
+            candidate_posts=posts,
+            candidate_surface=surface,
+            probabilities=p.astype(np.float32),
+            labels=self.engage(rng, p),
+        )
 
     def buckets(self, config, num_buckets: tuple[int, int, int]) -> Buckets:
         """Every user's, post's and author's hash buckets, hashed once (:class:`Buckets`).
@@ -864,6 +935,11 @@ def _push(memory: np.ndarray, new: np.ndarray, valid: np.ndarray, keep: int | No
     order = np.argsort(~(filled & recent), axis=1, kind="stable")[:, :keep]
     taken = np.take_along_axis(both, order, 1)
     return np.where(np.take_along_axis(filled & recent, order, 1), taken, -1)
+
+
+def _check_sessions(timeline: Timeline, sessions: range) -> None:
+    if len(sessions) == 0 or sessions.start < 0 or sessions.stop > timeline.posts.shape[1]:
+        raise ValueError(f"sessions {sessions} not within the timeline's {timeline.posts.shape[1]}")
 
 
 def _acted(actions: np.ndarray) -> np.ndarray:

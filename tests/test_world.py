@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from phoenix_lib import metrics, scoring
-from phoenix_lib.config import ACTIONS, book_ranker_config
+from phoenix_lib.config import ACTIONS, book_ranker_config, book_retrieval_config
 from phoenix_lib.inputs import validate_batch
 from phoenix_lib.world import _POSITIVE_COLUMNS, UserState, World, WorldConfig
 
@@ -296,3 +296,72 @@ def test_history_ablations_keep_what_they_promise(world, timeline):
     for b in range(20):
         assert items(mixed, b) == items(s, b)  # the same items, each with its own actions
     assert not np.array_equal(mixed.history_posts, s.history_posts)  # in another order
+
+
+def test_shown_posts_get_the_truth_of_that_moment(world, timeline):
+    users, sessions = np.array([4, 9, 9]), np.array([3, 3, 11])
+    s = world.timeline_session(timeline, users, sessions, history_len=8)
+    # Showing the logged impressions again on their logged surfaces gives the logged truth.
+    logged = world.shown(timeline, s, sessions, s.candidate_posts, np.random.default_rng(0))
+    p = world.probabilities(
+        users[:, None], s.candidate_posts, logged.candidate_surface,
+        state=UserState(*(x[users, sessions][:, None] for x in timeline.state)),
+        hour=timeline.hours[sessions][:, None],
+    )  # fmt: skip
+    fixed = logged.candidate_surface == s.candidate_surface
+    np.testing.assert_allclose(logged.probabilities[fixed], s.probabilities[fixed], rtol=1e-6)
+    np.testing.assert_allclose(logged.probabilities, p.astype(np.float32), rtol=1e-6)
+    np.testing.assert_array_equal(logged.history_posts, s.history_posts)  # the same history
+    # The same post for the same user is worth more to them at a moment the author is fresh
+    # in their memory: user 9's truth differs between its sessions 3 and 11.
+    assert not np.allclose(logged.probabilities[1], logged.probabilities[2])
+    late = np.flatnonzero(world.post_hour > timeline.hours[3])[:1]
+    with pytest.raises(ValueError, match="before its creation"):
+        world.shown(timeline, s, sessions, np.broadcast_to(late, (3, 1)), np.random.default_rng(0))
+    with pytest.raises(ValueError, match=r"\[B, C\]"):
+        world.shown(timeline, s, sessions, s.candidate_posts[:2], np.random.default_rng(0))
+
+
+def test_timeline_data_can_show_other_candidates(world, timeline):
+    config = book_ranker_config(history_seq_len=8, candidate_seq_len=4)
+    seen = []
+
+    def first_four(session, sessions, rng):
+        assert sessions.shape == session.users.shape
+        return np.sort(session.candidate_posts, 1)[:, :4]  # any posts that exist by then
+
+    data = world.timeline_data(
+        config, timeline, (257, 1024, 64), batch_size=6, sessions=range(2, 12),
+        candidates=first_four, on_session=lambda i, s: seen.append(s),
+    )  # fmt: skip
+    _, labels, mask = data(5)
+    assert labels.shape == (6, 4, len(ACTIONS)) and mask.shape == (6, 4)
+    np.testing.assert_array_equal(labels, seen[0].labels)
+    assert np.isin(seen[0].candidate_posts, timeline.posts).all()
+    with pytest.raises(ValueError, match="not within"):
+        world.timeline_data(config, timeline, (257, 1024, 64), batch_size=6, sessions=range(5, 13))
+
+
+def test_timeline_retrieval_data_takes_each_sessions_first_positive(world, timeline):
+    from phoenix_lib.world import first_positive, positive_log_q
+
+    config = book_retrieval_config(history_seq_len=8)
+    users = np.repeat(np.arange(SMALL.num_users), 12)
+    everything = world.timeline_session(timeline, users, np.tile(np.arange(12), SMALL.num_users), 1)
+    log_q = positive_log_q(world, [everything])
+    data = world.timeline_retrieval_data(
+        config, timeline, (257, 1024, 64), log_q, batch_size=16, sessions=range(12)
+    )
+    batch, q, item, valid = data(3)
+    assert batch.candidate_post_hashes.shape[:2] == (16, 1) and valid.any()
+    np.testing.assert_array_equal(q, log_q[item])
+    # The same draw as the ranking data's, so the same (user, session) pairs.
+    ranking = world.timeline_data(
+        book_ranker_config(history_seq_len=8), timeline, (257, 1024, 64),
+        batch_size=16, sessions=range(12), on_session=lambda i, s: pairs.append(s),
+    )  # fmt: skip
+    pairs = []
+    ranking(3)
+    expected, ok = first_positive(pairs[0])
+    np.testing.assert_array_equal(item, expected)
+    np.testing.assert_array_equal(valid, ok)
