@@ -170,6 +170,28 @@ def recall_at_k(retrieved, relevant, relevant_mask=None) -> float:
     return float((found.sum(1)[users] / count[users]).mean())
 
 
+def ndcg(gains, ideal_gains) -> float:
+    """Mean over users of ``DCG(gains) / DCG(ideal_gains)``, ``DCG = sum_i g_i / log2(i + 2)``.
+
+    Args:
+      gains: ``[B, k]`` the true gains of the items a ranking put in positions 1..k.
+      ideal_gains: ``[B, k]`` the gains of the best k items in the best order (the
+        oracle's list), so each user's NDCG is at most 1. Gains must be non-negative.
+    """
+    gains, ideal = np.asarray(gains, np.float64), np.asarray(ideal_gains, np.float64)
+    if gains.ndim != 2 or gains.shape != ideal.shape:
+        raise ValueError(
+            f"gains and ideal_gains must be [B, k] alike: {gains.shape}, {ideal.shape}"
+        )
+    if (gains < 0).any() or (ideal < 0).any():
+        raise ValueError("gains must be non-negative")
+    discount = 1.0 / np.log2(np.arange(gains.shape[1]) + 2.0)
+    best = ideal @ discount
+    if (best <= 0).any():
+        raise ValueError("every user needs a positive ideal gain")
+    return float(np.mean(gains @ discount / best))
+
+
 def empirical_rates(items, labels, num_items: int, prior_strength: float = 5.0) -> np.ndarray:
     """The popularity baseline: each item's observed action rates, shrunk to the global rate.
 

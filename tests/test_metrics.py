@@ -129,3 +129,19 @@ def test_pooled_ne_terms_average_to_the_pooled_ne():
     assert terms.mean() == pytest.approx(metrics.pooled_normalized_entropy(y, p), rel=1e-12)
     with pytest.raises(ValueError, match="equal units"):
         metrics.pooled_ne_terms(y, p, 7)
+
+
+def test_ndcg_is_one_for_the_ideal_order_and_matches_a_hand_computation():
+    ideal = np.array([[3.0, 2.0, 1.0]])
+    assert metrics.ndcg(ideal, ideal) == pytest.approx(1.0)
+    reversed_ = ideal[:, ::-1]
+    expected = (1 + 2 / np.log2(3) + 3 / 2) / (3 + 2 / np.log2(3) + 1 / 2)
+    assert metrics.ndcg(reversed_, ideal) == pytest.approx(expected, rel=1e-12)
+    both = metrics.ndcg(np.concatenate([ideal, reversed_]), np.concatenate([ideal, ideal]))
+    assert both == pytest.approx((1 + expected) / 2, rel=1e-12)  # a mean over users
+    with pytest.raises(ValueError, match="non-negative"):
+        metrics.ndcg(-ideal, ideal)
+    with pytest.raises(ValueError, match=r"\[B, k\]"):
+        metrics.ndcg(ideal[:, :2], ideal)
+    with pytest.raises(ValueError, match="positive ideal"):
+        metrics.ndcg(np.zeros((1, 3)), np.zeros((1, 3)))
