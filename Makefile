@@ -79,7 +79,7 @@ test: $(STAMP)
 # (benchmarks.book turns it on again for the suites it runs).
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[bench]"
-	for b in serving mpzch training ablations book; do \
+	for b in serving mpzch training ablations pipeline book; do \
 	  JAX_ENABLE_COMPILATION_CACHE=false $(BIN)/python -m benchmarks.$$b || exit 1; \
 	done
 

@@ -10,11 +10,11 @@ import json
 import jax
 import pytest
 
-from benchmarks import ablations, book, mpzch, serving, training
+from benchmarks import ablations, book, mpzch, pipeline, serving, training
 
 
 @pytest.mark.parametrize(
-    "module", [serving, mpzch, training, ablations, book], ids=lambda m: m.__name__
+    "module", [serving, mpzch, training, ablations, pipeline, book], ids=lambda m: m.__name__
 )
 def test_quick_mode_writes_its_results(module, tmp_path, capsys):
     summary = module.main(["--quick", "--out", str(tmp_path)])
