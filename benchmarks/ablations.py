@@ -29,7 +29,6 @@ import optax
 from benchmarks import common
 from phoenix_lib import metrics, optimizers, train
 from phoenix_lib.config import ACTIONS, book_ranker_config
-from phoenix_lib.plotting import book_style
 from phoenix_lib.ranker import make_ranker
 from phoenix_lib.world import World, WorldConfig, shuffled_history, without_history
 
@@ -145,22 +144,11 @@ def main(argv=None) -> dict:
         print(f"{v:20s} pooled NE gap closed {summary[v]['ne_gap_closed']:.3f}; "
               f"cost against full {np.mean(cost):+.4f} (seeds: {np.min(cost):+.4f} to "
               f"{np.max(cost):+.4f})")  # fmt: skip
-    common.save(args.out, "ablations", rows, summary, figure(rows))
+    figure = common.seeds_figure(rows, VARIANTS, "ne_gap_closed",
+                                 ylabel="% of the pooled-NE gap closed",
+                                 title="What the history buys (dots: seeds)")  # fmt: skip
+    common.save(args.out, "ablations", rows, summary, figure)
     return summary
-
-
-def figure(rows):
-    import matplotlib.pyplot as plt
-
-    book_style()
-    fig, ax = plt.subplots(figsize=(6.5, 3))
-    for i, v in enumerate(VARIANTS):
-        shares = [100 * r["ne_gap_closed"] for r in rows if r["variant"] == v]
-        ax.scatter(np.full(len(shares), i), shares, color="C0", zorder=3)
-        ax.bar(i, np.mean(shares), color="C0", alpha=0.3)
-    ax.set_xticks(range(len(VARIANTS)), VARIANTS)
-    ax.set(ylabel="% of the pooled-NE gap closed", title="What the history buys (dots: seeds)")
-    return fig
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import statistics
 import time
 
 import jax
+import numpy as np
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 
@@ -103,3 +104,21 @@ def save(out: pathlib.Path, subject: str, rows: list[dict], summary: dict, figur
         plt.close(figure)
     print(f"wrote {stem}.json/.csv" + ("/.svg" if figure is not None else ""))
     return str(stem)
+
+
+def seeds_figure(rows: list[dict], variants, key: str, **labels):
+    """One bar per variant (the mean over seeds of ``100 * row[key]``) with each seed a dot;
+    ``labels`` go to ``ax.set`` (ylabel, title, ...)."""
+    import matplotlib.pyplot as plt
+
+    from phoenix_lib.plotting import book_style
+
+    book_style()
+    fig, ax = plt.subplots(figsize=(6.5, 3))
+    for i, v in enumerate(variants):
+        shares = [100 * r[key] for r in rows if r["variant"] == v]
+        ax.scatter(np.full(len(shares), i), shares, color="C0", zorder=3)
+        ax.bar(i, np.mean(shares), color="C0", alpha=0.3)
+    ax.set_xticks(range(len(variants)), list(variants))
+    ax.set(**labels)
+    return fig

@@ -28,7 +28,6 @@ import optax
 from benchmarks import common
 from phoenix_lib import metrics, optimizers, pipeline, scoring, tables, train
 from phoenix_lib.config import book_ranker_config, book_retrieval_config
-from phoenix_lib.plotting import book_style
 from phoenix_lib.ranker import make_ranker
 from phoenix_lib.retrieval import make_candidate_encoder, make_retriever, retrieve_top_k
 from phoenix_lib.world import UserState, World, WorldConfig, positive_log_q
@@ -185,23 +184,11 @@ def main(argv=None) -> dict:
         print(f"{v:10s} feed gap closed {np.mean(gaps):.3f} (seeds {np.min(gaps):.3f} to "
               f"{np.max(gaps):.3f}); against logged {np.mean(diff):+.3f} (seeds "
               f"{np.min(diff):+.3f} to {np.max(diff):+.3f})")  # fmt: skip
-    common.save(args.out, "pipeline", rows, summary, figure(rows))
+    figure = common.seeds_figure(rows, VARIANTS, "gap_closed", ylabel="% of the feed gap closed",
+                                 xlabel="the ranker's training candidates",
+                                 title="What the ranker trains on (dots: seeds)")  # fmt: skip
+    common.save(args.out, "pipeline", rows, summary, figure)
     return summary
-
-
-def figure(rows):
-    import matplotlib.pyplot as plt
-
-    book_style()
-    fig, ax = plt.subplots(figsize=(6, 3))
-    for i, v in enumerate(VARIANTS):
-        shares = [100 * r["gap_closed"] for r in rows if r["variant"] == v]
-        ax.scatter(np.full(len(shares), i), shares, color="C0", zorder=3)
-        ax.bar(i, np.mean(shares), color="C0", alpha=0.3)
-    ax.set_xticks(range(len(VARIANTS)), list(VARIANTS))
-    ax.set(ylabel="% of the feed gap closed", xlabel="the ranker's training candidates",
-           title="Exposure: what the ranker trains on (dots: seeds)")  # fmt: skip
-    return fig
 
 
 if __name__ == "__main__":
