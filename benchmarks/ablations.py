@@ -24,10 +24,9 @@ import time
 
 import jax
 import numpy as np
-import optax
 
 from benchmarks import common
-from phoenix_lib import metrics, optimizers, train
+from phoenix_lib import metrics, train
 from phoenix_lib.config import ACTIONS, book_ranker_config
 from phoenix_lib.ranker import make_ranker
 from phoenix_lib.world import World, WorldConfig, shuffled_history, without_history
@@ -72,11 +71,7 @@ def run(variant: str, seed: int, steps: int, context) -> dict:
     }
     transform = transforms.get(variant)
     num_buckets = (2**13, 2**15, 2**11)
-    schedule = optax.warmup_cosine_decay_schedule(0.0, 1e-2, min(50, steps // 4), steps, 1e-3)
-    optimizer = optimizers.TableSparse(
-        optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(schedule, weight_decay=1e-4)),
-        optimizers.rowwise_adagrad(0.1),
-    )
+    optimizer = common.book_optimizer(steps)
     ranker = make_ranker(
         config, history="mean" if variant == "mean-pooled history" else "attention"
     )

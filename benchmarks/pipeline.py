@@ -23,10 +23,9 @@ import time
 
 import jax
 import numpy as np
-import optax
 
 from benchmarks import common
-from phoenix_lib import metrics, optimizers, pipeline, scoring, tables, train
+from phoenix_lib import metrics, pipeline, scoring, tables, train
 from phoenix_lib.config import book_ranker_config, book_retrieval_config
 from phoenix_lib.ranker import make_ranker
 from phoenix_lib.retrieval import make_candidate_encoder, make_retriever, retrieve_top_k
@@ -36,14 +35,6 @@ SEED = 20260505  # Chapter 5's
 VARIANTS = {"logged": 0.0, "retrieved": 1.0, "mix": 0.5}  # share of sessions retrieved
 NUM_BUCKETS = (2**13, 2**18, 2**13)
 TEST_SESSION, RETRIEVED = 47, 1_000
-
-
-def table_sparse(steps: int):
-    schedule = optax.warmup_cosine_decay_schedule(0.0, 1e-2, min(50, steps // 4), steps, 1e-3)
-    return optimizers.TableSparse(
-        optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(schedule, weight_decay=1e-4)),
-        optimizers.rowwise_adagrad(0.1),
-    )
 
 
 def setup(quick: bool):
@@ -62,7 +53,7 @@ def setup(quick: bool):
     data = world.timeline_retrieval_data(config, timeline, NUM_BUCKETS, log_q, batch_size=128,
                                          sessions=range(TEST_SESSION))  # fmt: skip
     steps = 20 if quick else 600
-    optimizer = table_sparse(steps)
+    optimizer = common.book_optimizer(steps)
     retriever = make_retriever(config)
     state = train.init_state(jax.random.key(SEED), retriever, data(0)[0], optimizer,
                              num_buckets=NUM_BUCKETS, emb_size=config.emb_size)  # fmt: skip
@@ -123,7 +114,7 @@ def run(variant: str, seed: int, steps: int, c: dict) -> dict:
     data = world.timeline_data(config, timeline, NUM_BUCKETS, batch_size=64,
                                sessions=range(TEST_SESSION), seed_offset=10**6 * (seed + 1),
                                candidates=candidates if share else None)  # fmt: skip
-    optimizer = table_sparse(steps)
+    optimizer = common.book_optimizer(steps)
     ranker = make_ranker(config)
     state = train.init_state(jax.random.key(SEED + 1 + seed), ranker, data(0)[0], optimizer,
                              num_buckets=NUM_BUCKETS, emb_size=config.emb_size)  # fmt: skip
