@@ -75,22 +75,30 @@ def pooled_normalized_entropy(labels, probabilities) -> float:
     return float(pooled_ne_terms(labels, probabilities, 1)[0])
 
 
-def pooled_ne_terms(labels, probabilities, num_units: int) -> np.ndarray:
+def pooled_ne_terms(labels, probabilities, num_units: int, mask=None) -> np.ndarray:
     """Each unit's part of the pooled NE: ``[num_units]`` whose mean is
     :func:`pooled_normalized_entropy`, for rows ``[N, A]`` that form ``num_units``
     consecutive groups of equal size (a session's candidates). Differences of two
-    models' terms, unit by unit, feed :func:`bootstrap_interval`."""
+    models' terms, unit by unit, feed :func:`bootstrap_interval`.
+
+    ``mask`` ``[N]`` (optional) keeps only some rows (fresh posts, say): the terms then
+    average to the pooled NE of the kept rows, with base rates from the kept rows, and a
+    unit with no kept row contributes 0.
+    """
     y = np.asarray(labels, np.float64)
     p = np.clip(np.asarray(probabilities, np.float64), _EPS, 1 - _EPS)
     if y.ndim != 2 or y.shape != p.shape:
         raise ValueError(f"labels and probabilities must be [N, A] alike, got {y.shape}, {p.shape}")
     if num_units < 1 or y.shape[0] % num_units:
         raise ValueError(f"{y.shape[0]} rows do not split into {num_units} equal units")
-    rate = y.mean(0)
+    keep = np.ones(y.shape[0], bool) if mask is None else np.asarray(mask, bool)
+    if keep.shape != y.shape[:1]:
+        raise ValueError(f"mask must be [{y.shape[0]}], got {keep.shape}")
+    rate = y[keep].mean(0)
     if ((rate == 0) | (rate == 1)).any():
         raise ValueError("every action needs both labels among the examples")
-    entropy = -(rate * np.log(rate) + (1 - rate) * np.log1p(-rate)).sum() * y.shape[0]
-    loss = -(y * np.log(p) + (1 - y) * np.log1p(-p)).sum(1)
+    entropy = -(rate * np.log(rate) + (1 - rate) * np.log1p(-rate)).sum() * keep.sum()
+    loss = -(y * np.log(p) + (1 - y) * np.log1p(-p)).sum(1) * keep
     return loss.reshape(num_units, -1).sum(1) * num_units / entropy
 
 
@@ -101,11 +109,17 @@ def gap_closed(value, low, high) -> float:
     return float((value - low) / (high - low))
 
 
-def bootstrap_interval(values, *, seed: int, level: float = 0.95, resamples: int = 2_000):
+def bootstrap_interval(
+    values, *, seed: int, level: float = 0.95, resamples: int = 2_000, clusters=None
+):
     """A percentile bootstrap interval for the mean of ``values`` ``[N]``: resample the N
     units (users, sessions) with replacement ``resamples`` times. Returns ``(low, high)``.
 
-    For a paired comparison of two models, pass each unit's difference.
+    For a paired comparison of two models, pass each unit's difference. ``clusters``
+    ``[N]`` (optional, e.g. the training seed that produced each unit) makes the
+    resampling two-stage: first the clusters with replacement, then the units within
+    each drawn cluster, so that the interval also carries the spread between clusters
+    (seeds), not only the sampling noise of the units.
     """
     x = np.asarray(values, np.float64).reshape(-1)
     if x.size < 2:
@@ -113,7 +127,19 @@ def bootstrap_interval(values, *, seed: int, level: float = 0.95, resamples: int
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
     rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, x.size, (resamples, x.size))].mean(1)
+    if clusters is None:
+        means = x[rng.integers(0, x.size, (resamples, x.size))].mean(1)
+    else:
+        labels = np.asarray(clusters).reshape(-1)
+        if labels.shape != x.shape:
+            raise ValueError(f"clusters must be [{x.size}] like values, got {labels.shape}")
+        groups = [x[labels == c] for c in np.unique(labels)]
+        if len(groups) < 2:
+            raise ValueError("need at least two clusters")
+        means = np.empty(resamples)
+        for r, drawn in enumerate(rng.integers(0, len(groups), (resamples, len(groups)))):
+            parts = [groups[g][rng.integers(0, groups[g].size, groups[g].size)] for g in drawn]
+            means[r] = np.concatenate(parts).mean()
     tail = (1 - level) / 2
     low, high = np.quantile(means, [tail, 1 - tail])
     return float(low), float(high)

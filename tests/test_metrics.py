@@ -145,3 +145,29 @@ def test_ndcg_is_one_for_the_ideal_order_and_matches_a_hand_computation():
         metrics.ndcg(ideal[:, :2], ideal)
     with pytest.raises(ValueError, match="positive ideal"):
         metrics.ndcg(np.zeros((1, 3)), np.zeros((1, 3)))
+
+
+def test_pooled_ne_terms_with_a_mask_average_to_the_pooled_ne_of_the_kept_rows():
+    rng = np.random.default_rng(3)
+    y = (rng.random((600, 4)) < 0.2).astype(float)
+    p = rng.uniform(0.05, 0.5, y.shape)
+    keep = rng.random(600) < 0.4
+    terms = metrics.pooled_ne_terms(y, p, 50, mask=keep)
+    expected = metrics.pooled_normalized_entropy(y[keep], p[keep])
+    assert terms.mean() == pytest.approx(expected, rel=1e-12)
+    with pytest.raises(ValueError, match="mask must be"):
+        metrics.pooled_ne_terms(y, p, 50, mask=keep[:10])
+
+
+def test_a_clustered_bootstrap_carries_the_spread_between_clusters():
+    rng = np.random.default_rng(4)
+    # Three clusters whose means differ by much more than their units' noise.
+    x = np.concatenate([rng.normal(m, 0.1, 400) for m in (0.0, 1.0, 2.0)])
+    seeds = np.repeat([0, 1, 2], 400)
+    flat = metrics.bootstrap_interval(x, seed=0, resamples=500)
+    clustered = metrics.bootstrap_interval(x, seed=0, resamples=500, clusters=seeds)
+    assert flat[1] - flat[0] < 0.2  # units only: tight around 1.0
+    assert clustered[1] - clustered[0] > 0.8  # clusters drawn: the means 0, 1, 2 matter
+    assert clustered[0] < x.mean() < clustered[1]
+    with pytest.raises(ValueError, match="two clusters"):
+        metrics.bootstrap_interval(x, seed=0, clusters=np.zeros(1200))
