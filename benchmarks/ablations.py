@@ -26,7 +26,7 @@ import jax
 import numpy as np
 
 from benchmarks import common
-from phoenix_lib import metrics, train
+from phoenix_lib import metrics, optimizers, train
 from phoenix_lib.config import ACTIONS, book_ranker_config
 from phoenix_lib.ranker import make_ranker
 from phoenix_lib.world import World, WorldConfig, shuffled_history, without_history
@@ -71,7 +71,7 @@ def run(variant: str, seed: int, steps: int, context) -> dict:
     }
     transform = transforms.get(variant)
     num_buckets = (2**13, 2**15, 2**11)
-    optimizer = common.book_optimizer(steps)
+    optimizer = optimizers.book_optimizer(steps)
     ranker = make_ranker(
         config, history="mean" if variant == "mean-pooled history" else "attention"
     )

@@ -15,9 +15,6 @@ import time
 
 import jax
 import numpy as np
-import optax
-
-from phoenix_lib import optimizers
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 
@@ -125,14 +122,3 @@ def seeds_figure(rows: list[dict], variants, key: str, **labels):
     ax.set_xticks(range(len(variants)), list(variants))
     ax.set(**labels)
     return fig
-
-
-def book_optimizer(steps: int):
-    """Chapters 4 and 5's recipe for ``steps`` steps: row-wise Adagrad 0.1 for the hash
-    tables; AdamW (peak 1e-2, warm-up then cosine decay to 1e-3, weight decay 1e-4) with
-    global-norm clipping at 1 for the model's weights."""
-    schedule = optax.warmup_cosine_decay_schedule(0.0, 1e-2, min(50, steps // 4), steps, 1e-3)
-    return optimizers.TableSparse(
-        optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(schedule, weight_decay=1e-4)),
-        optimizers.rowwise_adagrad(0.1),
-    )

@@ -25,7 +25,7 @@ import jax
 import numpy as np
 
 from benchmarks import common
-from phoenix_lib import metrics, pipeline, scoring, tables, train
+from phoenix_lib import metrics, optimizers, pipeline, scoring, tables, train
 from phoenix_lib.config import book_ranker_config, book_retrieval_config
 from phoenix_lib.ranker import make_ranker
 from phoenix_lib.retrieval import make_candidate_encoder, make_retriever, retrieve_top_k
@@ -53,7 +53,7 @@ def setup(quick: bool):
     data = world.timeline_retrieval_data(config, timeline, NUM_BUCKETS, log_q, batch_size=128,
                                          sessions=range(TEST_SESSION))  # fmt: skip
     steps = 20 if quick else 600
-    optimizer = common.book_optimizer(steps)
+    optimizer = optimizers.book_optimizer(steps)
     retriever = make_retriever(config)
     state = train.init_state(jax.random.key(SEED), retriever, data(0)[0], optimizer,
                              num_buckets=NUM_BUCKETS, emb_size=config.emb_size)  # fmt: skip
@@ -114,7 +114,7 @@ def run(variant: str, seed: int, steps: int, c: dict) -> dict:
     data = world.timeline_data(config, timeline, NUM_BUCKETS, batch_size=64,
                                sessions=range(TEST_SESSION), seed_offset=10**6 * (seed + 1),
                                candidates=candidates if share else None)  # fmt: skip
-    optimizer = common.book_optimizer(steps)
+    optimizer = optimizers.book_optimizer(steps)
     ranker = make_ranker(config)
     state = train.init_state(jax.random.key(SEED + 1 + seed), ranker, data(0)[0], optimizer,
                              num_buckets=NUM_BUCKETS, emb_size=config.emb_size)  # fmt: skip

@@ -138,6 +138,21 @@ class TableSparseState(NamedTuple):
     tables: HashTables  # one row optimizer state per table
 
 
+def book_optimizer(steps: int) -> TableSparse:
+    """The recipe every training chapter uses for a run of ``steps`` steps: row-wise
+    Adagrad (learning rate 0.1) for the hash tables; for the model's weights AdamW
+    (weight decay 1e-4) after global-norm clipping at 1, its learning rate warming up
+    linearly to 1e-2 over ``min(50, steps // 4)`` steps and decaying on a cosine to 1e-3.
+    """
+    if steps < 4:
+        raise ValueError(f"steps must be at least 4, got {steps}")
+    schedule = optax.warmup_cosine_decay_schedule(0.0, 1e-2, min(50, steps // 4), steps, 1e-3)
+    return TableSparse(
+        dense=optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(schedule, weight_decay=1e-4)),
+        tables=rowwise_adagrad(0.1),
+    )
+
+
 def local_tables(tables: HashTables, batch: RecsysBatch) -> tuple[HashTables, RecsysBatch, tuple]:
     """The rows a batch touches, as small tables, and the batch re-indexed into them.
 

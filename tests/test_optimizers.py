@@ -175,3 +175,9 @@ def test_a_sparse_run_resumed_from_a_checkpoint_is_bit_exact(tmp_path):
                            progress=False)  # fmt: skip
     for a, b in zip(jax.tree.leaves(straight), jax.tree.leaves(resumed), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_book_optimizer_refuses_a_run_too_short_for_its_warm_up():
+    optimizers.book_optimizer(4)
+    with pytest.raises(ValueError, match="at least 4"):
+        optimizers.book_optimizer(3)
