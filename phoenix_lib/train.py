@@ -9,6 +9,7 @@ uninterrupted one.
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable, Iterable
 from typing import NamedTuple
@@ -118,7 +119,7 @@ def retrieval_objective(config, *, temperature: float = 0.05) -> Callable:
     return loss
 
 
-def make_step(loss: Callable, optimizer) -> Callable:
+def make_step(loss: Callable, optimizer, *, donate: bool = False) -> Callable:
     """A jitted ``step(state, batch, *rest) -> (state, loss)``: one optimizer step on ``loss``.
 
     ``optimizer`` is an optax transformation of the whole tree (dense: every table row
@@ -126,11 +127,18 @@ def make_step(loss: Callable, optimizer) -> Callable:
     :class:`phoenix_lib.optimizers.TableSparse`: optax for the model's weights and a
     row-sparse optimizer that gathers, updates and scatters back only the table rows
     the batch touches (:func:`phoenix_lib.optimizers.local_tables`).
-    """
-    if isinstance(optimizer, TableSparse):
-        return _sparse_step(loss, optimizer)
 
-    @jax.jit
+    ``donate=True`` hands the state's buffers to the step (``donate_argnums``): XLA
+    writes the new tables into the old ones instead of allocating a copy of every table
+    at every step, and the state passed in is deleted. Use it in a loop that keeps only
+    the newest state, such as :func:`fit`; a state kept for later (a snapshot, a
+    starting point for a second run) must not be passed to a donating step.
+    """
+    jit = functools.partial(jax.jit, donate_argnums=0 if donate else ())
+    if isinstance(optimizer, TableSparse):
+        return _sparse_step(loss, optimizer, jit)
+
+    @jit
     def step(state: TrainState, *batch):
         value, grads = jax.value_and_grad(loss)(state.params, *batch)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
@@ -140,8 +148,8 @@ def make_step(loss: Callable, optimizer) -> Callable:
     return step
 
 
-def _sparse_step(loss: Callable, optimizer: TableSparse) -> Callable:
-    @jax.jit
+def _sparse_step(loss: Callable, optimizer: TableSparse, jit: Callable) -> Callable:
+    @jit
     def step(state: TrainState, batch: RecsysBatch, *rest):
         small, local_batch, rows = local_tables(state.params["tables"], batch)
 

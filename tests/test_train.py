@@ -11,6 +11,7 @@ import pytest
 from phoenix_lib import scoring, train
 from phoenix_lib.checkpoint import load_state, save_state
 from phoenix_lib.config import ACTIONS, book_ranker_config, book_retrieval_config
+from phoenix_lib.optimizers import book_optimizer
 from phoenix_lib.ranker import make_ranker
 from phoenix_lib.retrieval import make_retriever
 from phoenix_lib.world import World, WorldConfig
@@ -130,3 +131,30 @@ def test_weighted_score_offset_rule_by_hand():
     assert 0 <= score[1] < scoring.NEGATIVE_SCORES_OFFSET <= score[0]
     with pytest.raises(ValueError, match="missing"):
         scoring.weight_vector({"favorite": 1.0})
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_a_donating_step_computes_the_same_state_and_consumes_its_input(sparse):
+    optimizer = book_optimizer(10) if sparse else optax.adamw(3e-3)
+    data = WORLD.ranking_data(CONFIG, BUCKETS, batch_size=8)
+    objective = train.ranker_objective(CONFIG)
+
+    def start():
+        model = make_ranker(CONFIG)
+        return train.init_state(
+            jax.random.key(0),
+            model,
+            data(0)[0],
+            optimizer,
+            num_buckets=BUCKETS,
+            emb_size=CONFIG.emb_size,
+        )
+
+    kept, _ = train.fit(train.make_step(objective, optimizer), start(), data, 3, progress=False)
+    given = start()
+    donated, _ = train.fit(
+        train.make_step(objective, optimizer, donate=True), given, data, 3, progress=False
+    )
+    for a, b in zip(jax.tree.leaves(kept), jax.tree.leaves(donated), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert jax.tree.leaves(given.params)[0].is_deleted()
