@@ -159,15 +159,17 @@ def test_pooled_ne_terms_with_a_mask_average_to_the_pooled_ne_of_the_kept_rows()
         metrics.pooled_ne_terms(y, p, 50, mask=keep[:10])
 
 
-def test_a_clustered_bootstrap_carries_the_spread_between_clusters():
+def test_t_interval_matches_the_formula_and_covers_at_its_level():
+    # Three values with mean 2 and standard deviation 1: 2 -+ 4.3027 / sqrt(3).
+    low, high = metrics.t_interval([1.0, 2.0, 3.0])
+    assert (low, high) == pytest.approx((2 - 4.302653 / np.sqrt(3), 2 + 4.302653 / np.sqrt(3)))
     rng = np.random.default_rng(4)
-    # Three clusters whose means differ by much more than their units' noise.
-    x = np.concatenate([rng.normal(m, 0.1, 400) for m in (0.0, 1.0, 2.0)])
-    seeds = np.repeat([0, 1, 2], 400)
-    flat = metrics.bootstrap_interval(x, seed=0, resamples=500)
-    clustered = metrics.bootstrap_interval(x, seed=0, resamples=500, clusters=seeds)
-    assert flat[1] - flat[0] < 0.2  # units only: tight around 1.0
-    assert clustered[1] - clustered[0] > 0.8  # clusters drawn: the means 0, 1, 2 matter
-    assert clustered[0] < x.mean() < clustered[1]
-    with pytest.raises(ValueError, match="two clusters"):
-        metrics.bootstrap_interval(x, seed=0, clusters=np.zeros(1200))
+    covered = 0
+    for _ in range(2_000):  # exact for normal values, even with three of them
+        low, high = metrics.t_interval(rng.normal(0.3, 1.0, 3))
+        covered += low < 0.3 < high
+    assert 0.935 < covered / 2_000 < 0.965
+    with pytest.raises(ValueError, match="two values"):
+        metrics.t_interval([1.0])
+    with pytest.raises(ValueError, match="level"):
+        metrics.t_interval([1.0, 2.0], level=1.5)
