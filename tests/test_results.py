@@ -59,13 +59,17 @@ def test_headlines_table_replaces_only_its_block(monkeypatch, tmp_path):
     results.record(CHAPTER, "pooled_ne_gap_closed", 0.4816)
     results.record("07_freshness", "fresh_gain_ci_low", 0.0012)
     target = tmp_path / "RESULTS.md"
-    target.write_text(f"before\n{headlines.BEGIN}\nold\n{headlines.END}\nafter\n")
-    headlines.main(["--metrics", str(tmp_path / "m"), "--target", str(target)])
-    assert target.read_text() == (
-        f"before\n{headlines.BEGIN}\n| recorded number | value |\n| --- | ---: |\n"
-        "| `04.pooled_ne_gap_closed` | 0.4816 |\n| `07.fresh_gain_ci_low` | 0.0012 |\n"
-        f"{headlines.END}\nafter\n"
-    )
+    readme = tmp_path / "README.md"
+    for path in (target, readme):
+        path.write_text(f"before\n{headlines.BEGIN}\nold\n{headlines.END}\nafter\n")
+    headlines.main(["--metrics", str(tmp_path / "m"), "--target", str(target), str(readme)])
+    ne, gain = (headlines.MEANINGS[n] for n in ("04.pooled_ne_gap_closed", "07.fresh_gain_ci_low"))
+    for path in (target, readme):
+        assert path.read_text() == (
+            f"before\n{headlines.BEGIN}\n| recorded number | meaning | value |\n"
+            f"| --- | --- | ---: |\n| `04.pooled_ne_gap_closed` | {ne} | 0.4816 |\n"
+            f"| `07.fresh_gain_ci_low` | {gain} | 0.0012 |\n{headlines.END}\nafter\n"
+        )
     target.write_text("no markers\n")
     with pytest.raises(ValueError, match="needs one"):
         headlines.main(["--metrics", str(tmp_path / "m"), "--target", str(target)])
