@@ -8,6 +8,7 @@ Each has a slow, obviously-correct reference in ``tests/test_metrics.py``. The
 from __future__ import annotations
 
 import numpy as np
+from scipy import stats
 
 _EPS = 1e-7  # probabilities are clipped to [eps, 1 - eps] before taking logs
 
@@ -136,8 +137,6 @@ def t_interval(values, *, level: float = 0.95):
     how little three runs say. A percentile bootstrap over so few values cannot reach
     beyond their smallest and largest and would claim far more.
     """
-    from scipy import stats  # a dependency of JAX itself
-
     x = np.asarray(values, np.float64).reshape(-1)
     if x.size < 2:
         raise ValueError(f"need at least two values, got {x.size}")
