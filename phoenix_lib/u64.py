@@ -17,6 +17,7 @@ from __future__ import annotations
 import numbers
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -143,9 +144,11 @@ def mod(a: U64, m) -> jnp.ndarray:
     an integer scalar array, possibly traced (its range is the caller's to check), so
     that one compiled program serves every modulus.
 
-    Schoolbook binary long division: 64 shift-and-subtract steps that XLA fuses
-    into one elementwise loop. The remainder stays below ``m <= 2**31``, so
-    ``2 * r + 1`` always fits in 32 bits.
+    Schoolbook binary long division: 64 shift-and-subtract steps, most significant
+    bit first. The remainder stays below ``m <= 2**31``, so ``2 * r + 1`` always fits
+    in 32 bits. The steps are a rolled loop (``fori_loop``), not 64 copies of the step:
+    unrolled, the chain of dependent selects made XLA:CPU in JAX 0.12 compile for
+    minutes or forever for some shapes (one hash function per ID, for example).
     """
     if isinstance(m, int):
         if not 1 <= m <= 2**31:
@@ -153,9 +156,10 @@ def mod(a: U64, m) -> jnp.ndarray:
         if m & (m - 1) == 0:  # power of two: a mask
             return a.lo & jnp.uint32(m - 1)
     mm = jnp.asarray(m).astype(jnp.uint32)
-    r = jnp.zeros_like(a.lo)
-    for word in (a.hi, a.lo):
-        for bit in range(31, -1, -1):
-            r = (r << 1) | ((word >> bit) & 1)
-            r = jnp.where(r >= mm, r - mm, r)
-    return r
+
+    def step(i, r):
+        word = jnp.where(i < 32, a.hi, a.lo)
+        r = (r << 1) | ((word >> (31 - i % 32).astype(jnp.uint32)) & 1)
+        return jnp.where(r >= mm, r - mm, r)
+
+    return jax.lax.fori_loop(0, 64, step, jnp.zeros_like(a.lo))
