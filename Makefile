@@ -26,11 +26,12 @@ export MALLOC_TRIM_THRESHOLD_ := 68719476736
 export JAX_COMPILATION_CACHE_DIR ?= $(CURDIR)/_build/jax-cache
 export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS ?= 0
 
-.PHONY: help venv book figures html mathjax test bench lint lab constraints clean
+.PHONY: help venv book figures html mathjax test test-latest bench lint lab constraints clean
 
 help:
 	@echo "make book     execute every chapter into notebooks/ and regenerate figures/"
 	@echo "make test     unit tests + every chapter re-executed under nbval"
+	@echo "make test-latest  the same suite on Python 3.13 with the newest release of every dependency"
 	@echo "make lab      JupyterLab with chapters opening as notebooks"
 	@echo "make figures  regenerate figures/ only"
 	@echo "make html     the HTML book in _build/html (executes chapters, cached)"
@@ -75,6 +76,19 @@ html: $(STAMP) mathjax
 test: $(STAMP)
 	$(METRICS_ENV) $(BIN)/python -m pytest
 
+# The suite on the newest releases (Python 3.13, nothing pinned), in its own environment,
+# upgraded on every run: what a new reader gets from `pip install` today.
+# PYTHON_LATEST: python3.13 on the PATH, else pyenv's newest 3.13.
+PYTHON_LATEST ?= $(shell python3.13 -c 'import sys; print(sys.executable)' 2>/dev/null || ls $(HOME)/.pyenv/versions/3.13*/bin/python3.13 2>/dev/null | tail -1)
+VENV_LATEST := .venv-latest
+test-latest:
+	@test -n "$(PYTHON_LATEST)" || { echo "make test-latest needs Python 3.13: install it, or pass PYTHON_LATEST=/path/to/python3.13"; exit 1; }
+	test -x $(VENV_LATEST)/bin/python || $(PYTHON_LATEST) -m venv $(VENV_LATEST)
+	$(VENV_LATEST)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV_LATEST)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager -e ".[book,test]"
+	$(VENV_LATEST)/bin/python -m pip list 2>/dev/null | grep -E '^(jax|jaxlib|numpy|optax|dm-haiku) '
+	PHOENIX_METRICS_DIR=$(CURDIR)/_build/metrics-latest $(VENV_LATEST)/bin/python -m pytest
+
 # The benchmarks measure compile times, so they never read programs from the cache
 # (benchmarks.book turns it on again for the suites it runs).
 bench: $(STAMP)
@@ -99,4 +113,4 @@ constraints: $(STAMP)
 	mv constraints.tmp constraints.txt
 
 clean:
-	rm -rf $(VENV) notebooks .pytest_cache _build/jax-cache
+	rm -rf $(VENV) $(VENV_LATEST) notebooks .pytest_cache _build/jax-cache
