@@ -146,9 +146,10 @@ def mod(a: U64, m) -> jnp.ndarray:
 
     Schoolbook binary long division: 64 shift-and-subtract steps, most significant
     bit first. The remainder stays below ``m <= 2**31``, so ``2 * r + 1`` always fits
-    in 32 bits. The steps are a rolled loop (``fori_loop``), not 64 copies of the step:
-    unrolled, the chain of dependent selects made XLA:CPU in JAX 0.12 compile for
-    minutes or forever for some shapes (one hash function per ID, for example).
+    in 32 bits. The steps are a loop (``fori_loop``) of eight steps at a time, not 64
+    copies of the step: fully unrolled, the chain of dependent selects made XLA:CPU in
+    JAX 0.12 compile for minutes or forever for some shapes (one hash function per ID,
+    for example); eight at a time compiles at once and runs as fast as the full chain.
     """
     if isinstance(m, int):
         if not 1 <= m <= 2**31:
@@ -162,4 +163,4 @@ def mod(a: U64, m) -> jnp.ndarray:
         r = (r << 1) | ((word >> (31 - i % 32).astype(jnp.uint32)) & 1)
         return jnp.where(r >= mm, r - mm, r)
 
-    return jax.lax.fori_loop(0, 64, step, jnp.zeros_like(a.lo))
+    return jax.lax.fori_loop(0, 64, step, jnp.zeros_like(a.lo), unroll=8)
