@@ -4,22 +4,40 @@ Parameters are keyed by the haiku module path and parameter name joined by
 ``/``, e.g. ``transformer/decoder_layer_0/multi_head_attention/query/w``, so a
 file is readable with plain NumPy and maps one-to-one onto the release's tree.
 A training state (parameters, tables, optimizer state, step) is keyed by its
-pytree paths and loaded into a template of the same structure. Round trips are
-bit-exact.
+pytree paths and loaded into a template of the same structure (concrete arrays or
+``jax.eval_shape``'s abstract ones). Round trips are bit-exact. Every function here (and
+:func:`phoenix_lib.mpzch.save` / ``load``) takes a path with or without the ``.npz``
+suffix and uses the same file: ``ckpt`` means ``ckpt.npz``.
 """
 
 from __future__ import annotations
 
 import os
+import pathlib
+from collections.abc import Mapping
 
 import jax
 import numpy as np
+
+
+def npz_path(path: str | os.PathLike) -> pathlib.Path:
+    """``path`` with ``.npz`` appended unless it already ends so (NumPy's rule on save)."""
+    path = pathlib.Path(path)
+    return path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
 
 
 def flatten_params(params) -> dict[str, np.ndarray]:
     """``{module: {name: array}}`` -> ``{"module/name": np.ndarray}``."""
     flat = {}
     for module, entries in params.items():
+        if not isinstance(entries, Mapping) or any(
+            isinstance(v, Mapping | tuple) for v in entries.values()
+        ):
+            raise TypeError(
+                f"params[{module!r}] is not a {{name: array}} dict: save_params takes a haiku "
+                "parameter tree {module: {name: array}}; for a training state (its params "
+                "hold the model and the hash tables) use save_state"
+            )
         for name, value in entries.items():
             if "/" in name:
                 raise ValueError(f"parameter name {name!r} in {module!r} contains '/'")
@@ -41,29 +59,38 @@ def unflatten_params(flat: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndar
     return params
 
 
-def save_params(path: str | os.PathLike, params) -> None:
-    """Write ``params`` (a haiku ``{module: {name: array}}`` tree) to ``path`` (.npz)."""
+def save_params(path: str | os.PathLike, params) -> pathlib.Path:
+    """Write ``params`` (a haiku ``{module: {name: array}}`` tree) to ``path`` (.npz);
+    returns the path written."""
+    path = npz_path(path)
     np.savez(path, **flatten_params(params))
+    return path
 
 
 def load_params(path: str | os.PathLike) -> dict[str, dict[str, np.ndarray]]:
     """Read a tree written by :func:`save_params`, as NumPy arrays."""
-    with np.load(path, allow_pickle=False) as data:
+    with np.load(npz_path(path), allow_pickle=False) as data:
         return unflatten_params({key: data[key] for key in data.files})
 
 
-def save_state(path: str | os.PathLike, state) -> None:
-    """Write any pytree of arrays (e.g. a ``TrainState``) to ``path`` (.npz), keyed by path."""
+def save_state(path: str | os.PathLike, state) -> pathlib.Path:
+    """Write any pytree of arrays (e.g. a ``TrainState``) to ``path`` (.npz), keyed by path;
+    returns the path written."""
+    path = npz_path(path)
     leaves = jax.tree_util.tree_flatten_with_path(state)[0]
     np.savez(path, **{jax.tree_util.keystr(k): np.asarray(jax.device_get(v)) for k, v in leaves})
+    return path
 
 
 def load_state(path: str | os.PathLike, like):
-    """Read a pytree written by :func:`save_state` into the structure of ``like``.
+    """Read a pytree written by :func:`save_state` into the structure of ``like``: a tree of
+    arrays, or of ``jax.ShapeDtypeStruct`` (``jax.eval_shape`` of the code that makes the
+    state, which costs no computation).
 
     Raises:
       ValueError: the file's keys, shapes or dtypes differ from ``like``'s.
     """
+    path = npz_path(path)
     leaves, treedef = jax.tree_util.tree_flatten_with_path(like)
     with np.load(path, allow_pickle=False) as data:
         keys = [jax.tree_util.keystr(k) for k, _ in leaves]
@@ -75,10 +102,14 @@ def load_state(path: str | os.PathLike, like):
         values = []
         for key, (_, template) in zip(keys, leaves, strict=True):
             value = data[key]
-            if value.shape != np.shape(template) or value.dtype != np.asarray(template).dtype:
+            shape, dtype = (
+                np.shape(template),
+                np.dtype(getattr(template, "dtype", None) or np.asarray(template).dtype),
+            )
+            if value.shape != shape or value.dtype != dtype:
                 raise ValueError(
                     f"{key}: file has {value.dtype}{list(value.shape)}, template "
-                    f"{np.asarray(template).dtype}{list(np.shape(template))}"
+                    f"{dtype}{list(shape)}"
                 )
             values.append(value)
     return jax.tree_util.tree_unflatten(treedef, [jax.numpy.asarray(v) for v in values])

@@ -56,12 +56,14 @@ import dataclasses
 import functools
 import json
 import os
+import pathlib
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from phoenix_lib import u64
+from phoenix_lib.checkpoint import npz_path
 from phoenix_lib.hashing import _check_int, murmur_words
 from phoenix_lib.u64 import U64
 
@@ -127,7 +129,7 @@ class MpzchState:
 def create(
     num_slots: int,
     *,
-    max_probe: int = 128,
+    max_probe: int | None = None,
     num_buckets: int = 1,
     eviction: str | None = None,
     ttl_hours: int = 24,
@@ -137,7 +139,8 @@ def create(
 
     Args:
       num_slots: rows of the embedding table behind it, in ``[1, 2**31 - 1]``.
-      max_probe: probe window length, in ``[1, bucket_size]`` (FBGEMM's default 128).
+      max_probe: probe window length, in ``[1, bucket_size]``; default FBGEMM's 128, or
+        the bucket size (``num_slots // num_buckets``) if that is smaller.
       num_buckets: equal contiguous ranges; must divide ``num_slots``.
       eviction: ``None``, ``"ttl"`` or ``"lru"``.
       ttl_hours: default time to live of a written ID (``write`` may override it
@@ -154,6 +157,8 @@ def create(
         raise ValueError(
             f"num_slots ({num_slots}) must be a multiple of num_buckets ({num_buckets})"
         )
+    if max_probe is None:
+        max_probe = min(128, num_slots // num_buckets)
     _check_int("max_probe", max_probe, 1, num_slots // num_buckets)
     if eviction not in EVICTION_POLICIES:
         raise ValueError(f"eviction must be one of {EVICTION_POLICIES}, got {eviction!r}")
@@ -824,8 +829,10 @@ def metrics(state: MpzchState) -> dict[str, float]:
     }
 
 
-def save(path: str | os.PathLike, state: MpzchState) -> None:
-    """Write the table to ``path`` (.npz): identity, metadata, clock, counters, settings."""
+def save(path: str | os.PathLike, state: MpzchState) -> pathlib.Path:
+    """Write the table to ``path`` (.npz, appended unless there; :func:`load` takes the same
+    path): identity, metadata, clock, counters, settings. Returns the path written."""
+    path = npz_path(path)
     np.savez(
         path,
         identity=identities(state),
@@ -835,11 +842,13 @@ def save(path: str | os.PathLike, state: MpzchState) -> None:
         counters_lo=np.asarray(state.counters_lo),
         settings=np.array(json.dumps(state.settings())),
     )
+    return path
 
 
 def load(path: str | os.PathLike) -> MpzchState:
-    """Read a table written by :func:`save`; the round trip is exact."""
-    with np.load(path, allow_pickle=False) as data:
+    """Read a table written by :func:`save` (``.npz`` optional in ``path``); the round trip
+    is exact."""
+    with np.load(npz_path(path), allow_pickle=False) as data:
         settings = json.loads(str(data["settings"]))
         del settings["num_slots"]
         state = from_identities(

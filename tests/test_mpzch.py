@@ -346,6 +346,23 @@ def test_save_load_and_export_round_trip(tmp_path):
     np.testing.assert_array_equal(mpzch.identities(again), ident)
 
 
+def test_save_and_load_agree_on_the_npz_suffix(tmp_path):
+    table, _, _ = mpzch.write(mpzch.create(32, eviction="ttl", ttl_hours=2), np.array([3, 9]), 1)
+    written = mpzch.save(tmp_path / "zch3", table)  # numpy would append .npz
+    assert written == tmp_path / "zch3.npz" and written.exists()
+    for name in ("zch3", "zch3.npz"):
+        np.testing.assert_array_equal(
+            mpzch.identities(mpzch.load(tmp_path / name)), mpzch.identities(table)
+        )
+
+
+def test_the_default_probe_window_fits_a_small_table():
+    assert mpzch.create(64, eviction="ttl", ttl_hours=2).max_probe == 64  # not 128
+    assert mpzch.create(1024, num_buckets=4).max_probe == 128  # FBGEMM's default
+    with pytest.raises(ValueError, match="max_probe"):
+        mpzch.create(64, max_probe=65)  # an explicit window must still fit
+
+
 def test_from_identities_rejects_tables_these_settings_cannot_produce():
     ident = np.full(16, -1, np.int64)
     home = int(mpzch.home_slots(mpzch.create(16, max_probe=2), u64.from_ids([5]))[0])

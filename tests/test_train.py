@@ -9,7 +9,7 @@ import optax
 import pytest
 
 from phoenix_lib import scoring, train
-from phoenix_lib.checkpoint import load_state, save_state
+from phoenix_lib.checkpoint import load_state, save_params, save_state
 from phoenix_lib.config import ACTIONS, book_ranker_config, book_retrieval_config
 from phoenix_lib.optimizers import book_optimizer
 from phoenix_lib.ranker import make_ranker
@@ -67,6 +67,18 @@ def test_checkpoint_resume_is_bit_exact(tmp_path):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="template"):
         load_state(tmp_path / "state.npz", like={"other": jnp.zeros(3)})
+    # An abstract template (no computation) and the path without its suffix work too.
+    abstract = jax.eval_shape(lambda: state)
+    from_abstract = load_state(tmp_path / "state", like=abstract)
+    for a, b in zip(jax.tree.leaves(half), jax.tree.leaves(from_abstract), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_save_params_on_a_training_state_says_to_use_save_state(tmp_path):
+    state, _, _ = ranker_setup()
+    with pytest.raises(TypeError, match="use save_state"):
+        save_params(tmp_path / "p", state.params)
+    assert save_params(tmp_path / "p", state.params["model"]) == tmp_path / "p.npz"
 
 
 def test_ranker_loss_ignores_masked_candidates():
