@@ -102,10 +102,8 @@ def load_state(path: str | os.PathLike, like):
         values = []
         for key, (_, template) in zip(keys, leaves, strict=True):
             value = data[key]
-            shape, dtype = (
-                np.shape(template),
-                np.dtype(getattr(template, "dtype", None) or np.asarray(template).dtype),
-            )
+            shape = np.shape(template)  # arrays and jax.ShapeDtypeStruct alike
+            dtype = np.dtype(template.dtype if hasattr(template, "dtype") else type(template))
             if value.shape != shape or value.dtype != dtype:
                 raise ValueError(
                     f"{key}: file has {value.dtype}{list(value.shape)}, template "
