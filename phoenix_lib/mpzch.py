@@ -65,6 +65,7 @@ import numpy as np
 from phoenix_lib import u64
 from phoenix_lib.checkpoint import npz_path
 from phoenix_lib.hashing import _check_int, murmur_words
+from phoenix_lib.tables import HashTables
 from phoenix_lib.u64 import U64
 
 EVICTION_POLICIES = (None, "ttl", "lru")
@@ -710,17 +711,25 @@ def reset_rows(
       opt_state: optional optimizer state; every leaf with one entry per row of
         ``table`` (leading dimension ``num_slots``: Adam's ``mu`` and ``nu``, row-wise
         Adagrad's accumulator, lazy Adam's per-row step count) gets those rows
-        zeroed. When two tables have the same number of rows, pass only this
-        table's part of the state. A global step count (optax's Adam) is not per
-        row and cannot be reset: a reset row then takes first steps up to
-        ``(1 - b1) / sqrt(1 - b2)`` times too large; :func:`phoenix_lib.optimizers.lazy_adam`
-        counts per row.
+        zeroed. Pass only this table's part of the state (``opt_state.tables.post``,
+        say): a state that holds every table's part (a ``HashTables`` inside) is
+        refused, since another table with as many rows would be zeroed too;
+        :func:`phoenix_lib.train.reset_table_rows` finds a table's part by name. A
+        global step count (optax's Adam) is not per row and cannot be reset: a reset
+        row then takes first steps up to ``(1 - b1) / sqrt(1 - b2)`` times too large;
+        :func:`phoenix_lib.optimizers.lazy_adam` counts per row.
       stddev: of the new rows, ``N(0, stddev^2)``; default ``1/sqrt(D)`` as
         :func:`phoenix_lib.tables.init_tables`.
 
     Returns:
       ``(table, opt_state)``.
     """
+    nodes = jax.tree_util.tree_leaves(opt_state, is_leaf=lambda n: isinstance(n, HashTables))
+    if any(isinstance(node, HashTables) for node in nodes):
+        raise TypeError(
+            "opt_state holds the state of every hash table; pass only this table's part "
+            "(e.g. opt_state.tables.post) or use phoenix_lib.train.reset_table_rows"
+        )
     flat = slots.reshape(-1)
     target = jnp.where(flat < 0, table.shape[0], flat)
     scale = stddev if stddev is not None else 1.0 / np.sqrt(table.shape[1])

@@ -20,6 +20,7 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
+from phoenix_lib import mpzch
 from phoenix_lib.inputs import RecsysBatch
 from phoenix_lib.optimizers import TableSparse, TableSparseState, local_tables
 from phoenix_lib.ranker import make_ranker
@@ -117,6 +118,34 @@ def retrieval_objective(config, *, temperature: float = 0.05) -> Callable:
         )
 
     return loss
+
+
+def reset_table_rows(key: jax.Array, state: TrainState, table: str, rows) -> TrainState:
+    """Re-draw ``rows`` of one hash table and zero its per-row optimizer state there.
+
+    ``table`` is ``"user"``, ``"post"`` or ``"author"``; ``rows`` int ``[...]`` are rows of
+    that table (``-1`` ignored; behind an MPZCH table whose slot ``s`` owns row ``s + 1``,
+    pass ``evicted_slots + 1`` where a slot was evicted). The optimizer state is found by
+    the table's name wherever the state mirrors the tables (optax's moments of the whole
+    tree, or :class:`~phoenix_lib.optimizers.TableSparse`'s per-table state), so another
+    table of the same size is never touched. See :func:`phoenix_lib.mpzch.reset_rows`.
+    """
+    if table not in HashTables._fields:
+        raise ValueError(f"table must be one of {HashTables._fields}, got {table!r}")
+    tables = state.params["tables"]
+    new, _ = mpzch.reset_rows(key, getattr(tables, table), jnp.asarray(rows))
+
+    def this_table(node):
+        if not isinstance(node, HashTables):
+            return node
+        _, part = mpzch.reset_rows(key, new, jnp.asarray(rows), getattr(node, table))
+        return node._replace(**{table: part})
+
+    opt_state = jax.tree_util.tree_map(
+        this_table, state.opt_state, is_leaf=lambda node: isinstance(node, HashTables)
+    )
+    params = {**state.params, "tables": tables._replace(**{table: new})}
+    return state._replace(params=params, opt_state=opt_state)
 
 
 def make_step(loss: Callable, optimizer, *, donate: bool = False) -> Callable:

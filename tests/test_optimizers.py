@@ -181,3 +181,46 @@ def test_book_optimizer_refuses_a_run_too_short_for_its_warm_up():
     optimizers.book_optimizer(4)
     with pytest.raises(ValueError, match="at least 4"):
         optimizers.book_optimizer(3)
+
+
+@pytest.mark.parametrize("dense", [True, False])
+def test_reset_table_rows_touches_only_the_named_table_even_beside_one_of_its_size(dense):
+    # User and post tables of the same shape: a reset found by shape would hit both.
+    buckets = (512, 512, 128)
+    optimizer = (
+        optax.adam(1e-2)
+        if dense
+        else optimizers.TableSparse(optax.adam(1e-2), optimizers.rowwise_adagrad(0.1))
+    )
+    data = WORLD.ranking_data(CONFIG, buckets, batch_size=8)
+    state = train.init_state(
+        jax.random.key(0), make_ranker(CONFIG), data(0)[0], optimizer,
+        num_buckets=buckets, emb_size=CONFIG.emb_size,
+    )  # fmt: skip
+    state, _ = train.fit(train.make_step(train.ranker_objective(CONFIG), optimizer), state, data,
+                         3, progress=False)  # fmt: skip
+    per_row = [  # every optimizer leaf with one entry per row of a 512-row table, by path
+        (jax.tree_util.keystr(path), leaf)
+        for path, leaf in jax.tree_util.tree_leaves_with_path(state.opt_state)
+        if np.shape(leaf)[:1] == (512,) and np.abs(np.asarray(leaf)).max() > 0
+    ]
+    assert any(".user" in p for p, _ in per_row) and any(".post" in p for p, _ in per_row)
+    rows = np.array([-1, 3, 7])
+    after = train.reset_table_rows(jax.random.key(5), state, "post", rows)
+    before_leaves = dict(jax.tree_util.tree_leaves_with_path(state.opt_state))
+    for path, leaf in jax.tree_util.tree_leaves_with_path(after.opt_state):
+        old = np.asarray(before_leaves[path])
+        if ".post" in jax.tree_util.keystr(path) and np.shape(leaf)[:1] == (512,):
+            assert not np.asarray(leaf)[[3, 7]].any()  # zeroed at the reset rows
+            np.testing.assert_array_equal(np.delete(np.asarray(leaf), [3, 7], 0),
+                                          np.delete(old, [3, 7], 0))  # fmt: skip
+        else:
+            np.testing.assert_array_equal(np.asarray(leaf), old)  # the user table's too
+    post, new = state.params["tables"].post, after.params["tables"].post
+    assert not np.array_equal(post[3], new[3])
+    np.testing.assert_array_equal(np.delete(post, [3, 7], 0), np.delete(new, [3, 7], 0))
+    np.testing.assert_array_equal(state.params["tables"].user, after.params["tables"].user)
+    with pytest.raises(TypeError, match="only this table's part"):
+        mpzch.reset_rows(jax.random.key(5), post, jnp.asarray(rows), state.opt_state)
+    with pytest.raises(ValueError, match="table must be"):
+        train.reset_table_rows(jax.random.key(5), state, "posts", rows)
