@@ -11,6 +11,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from phoenix_lib.inputs import RecsysBatch, RecsysEmbeddings
 
@@ -65,6 +66,31 @@ def gather(table: jax.Array, hashes: jax.Array) -> jax.Array:
     safe = jnp.where(hashes < 0, table.shape[0], hashes)
     rows = jnp.take(table, safe, axis=0, mode="fill", fill_value=jnp.nan)
     return jnp.where((hashes == 0)[..., None], jnp.zeros((), table.dtype), rows)
+
+
+def check_hashes_fit(tables: HashTables, batch: RecsysBatch) -> None:
+    """Raise unless every bucket index of a (concrete) batch is a row of its table.
+
+    Inside a jitted step an index past the table reads a row of NaNs (:func:`gather`)
+    and the loss turns NaN a step later; this says which field and what to do instead.
+    Skipped for traced values.
+    """
+    for name, table in (
+        ("user_hashes", tables.user),
+        ("history_post_hashes", tables.post),
+        ("candidate_post_hashes", tables.post),
+        ("history_author_hashes", tables.author),
+        ("candidate_author_hashes", tables.author),
+    ):
+        hashes = getattr(batch, name)
+        if isinstance(hashes, jax.core.Tracer) or not hashes.size:
+            continue
+        top = int(np.max(hashes))
+        if top >= table.shape[0]:
+            raise ValueError(
+                f"batch.{name} holds bucket {top}, but the table has {table.shape[0]} rows: "
+                "hash with the num_buckets the tables were made with (init_state's)"
+            )
 
 
 @jax.jit

@@ -21,11 +21,11 @@ import optax
 from tqdm import tqdm
 
 from phoenix_lib import mpzch
-from phoenix_lib.inputs import RecsysBatch
+from phoenix_lib.inputs import RecsysBatch, validate_batch
 from phoenix_lib.optimizers import TableSparse, TableSparseState, local_tables
 from phoenix_lib.ranker import make_ranker
 from phoenix_lib.retrieval import make_retriever
-from phoenix_lib.tables import HashTables, embed, init_tables
+from phoenix_lib.tables import HashTables, check_hashes_fit, embed, init_tables
 
 
 class TrainState(NamedTuple):
@@ -70,13 +70,41 @@ def ranker_loss(logits, labels, mask) -> jax.Array:
 
 
 def ranker_objective(config, *, attention: str = "isolated") -> Callable:
-    """``loss(params, batch, labels, mask)`` for the ranker built from ``config``."""
+    """``loss(params, batch, labels, mask)`` for the ranker built from ``config``: labels
+    float ``[B, C, A]`` (A = ``config.num_actions``), mask bool ``[B, C]``.
+
+    ``loss.check_inputs`` validates concrete inputs on the host (:func:`make_step` runs it
+    before every step): the batch (:func:`phoenix_lib.validate_batch`), its buckets
+    against the tables, the labels' and mask's shapes.
+    """
     model = make_ranker(config, attention=attention)
 
     def loss(params, batch, labels, mask):
         return ranker_loss(forward(model, params, batch), labels, mask)
 
+    def check_inputs(params, batch, labels, mask):
+        _check_batch(config, params, batch)
+        b, c = batch.candidate_post_hashes.shape[:2]
+        _check_array("labels", labels, (b, c, config.num_actions), "f")
+        _check_array("mask", mask, (b, c), "b")
+
+    loss.check_inputs = check_inputs
     return loss
+
+
+def _check_batch(config, params, batch) -> None:
+    validate_batch(config, batch)
+    check_hashes_fit(params["tables"], batch)
+
+
+def _check_array(name: str, value, shape, kind: str) -> None:
+    """Raise unless ``value`` has ``shape`` and a dtype of ``kind`` ("f", "b" or "i")."""
+    if tuple(np.shape(value)) != tuple(shape):
+        raise ValueError(f"{name} has shape {tuple(np.shape(value))}, expected {tuple(shape)}")
+    if jnp.dtype(value.dtype).kind not in {"f": "f", "b": "b", "i": "iu"}[kind]:
+        raise TypeError(
+            f"{name} must be {dict(f='float', b='bool', i='integer')[kind]}, got {value.dtype}"
+        )
 
 
 def retrieval_loss(user, candidates, log_q, item, valid, temperature: float) -> jax.Array:
@@ -103,7 +131,9 @@ def retrieval_loss(user, candidates, log_q, item, valid, temperature: float) -> 
 
 
 def retrieval_objective(config, *, temperature: float = 0.05) -> Callable:
-    """``loss(params, batch, log_q, item, valid)``: each user's one candidate is its positive."""
+    """``loss(params, batch, log_q, item, valid)``: each user's one candidate is its positive;
+    log_q float ``[B]``, item int ``[B]``, valid bool ``[B]``. ``loss.check_inputs`` as for
+    :func:`ranker_objective`."""
     model = make_retriever(config)
 
     def loss(params, batch, log_q, item, valid):
@@ -117,6 +147,14 @@ def retrieval_objective(config, *, temperature: float = 0.05) -> Callable:
             temperature,
         )
 
+    def check_inputs(params, batch, log_q, item, valid):
+        _check_batch(config, params, batch)
+        b = batch.candidate_post_hashes.shape[0]
+        _check_array("log_q", log_q, (b,), "f")
+        _check_array("item", item, (b,), "i")
+        _check_array("valid", valid, (b,), "b")
+
+    loss.check_inputs = check_inputs
     return loss
 
 
@@ -157,6 +195,10 @@ def make_step(loss: Callable, optimizer, *, donate: bool = False) -> Callable:
     row-sparse optimizer that gathers, updates and scatters back only the table rows
     the batch touches (:func:`phoenix_lib.optimizers.local_tables`).
 
+    Before each call the step runs ``loss.check_inputs(params, batch, *rest)`` on the host
+    when the loss has one (the book's objectives do) and the batch holds values (not
+    tracers): a bad batch raises a clear error instead of training on NaNs or broadcasts.
+
     ``donate=True`` hands the state's buffers to the step (``donate_argnums``): XLA
     writes the new tables into the old ones instead of allocating a copy of every table
     at every step, and the state passed in is deleted. Use it in a loop that keeps only
@@ -165,14 +207,25 @@ def make_step(loss: Callable, optimizer, *, donate: bool = False) -> Callable:
     """
     jit = functools.partial(jax.jit, donate_argnums=0 if donate else ())
     if isinstance(optimizer, TableSparse):
-        return _sparse_step(loss, optimizer, jit)
+        jitted = _sparse_step(loss, optimizer, jit)
+    else:
 
-    @jit
+        @jit
+        def jitted(state: TrainState, *batch):
+            value, grads = jax.value_and_grad(loss)(state.params, *batch)
+            updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+            params = optax.apply_updates(state.params, updates)
+            return TrainState(params, opt_state, state.step + 1), value
+
+    check = getattr(loss, "check_inputs", None)
+    if check is None:
+        return jitted
+
+    @functools.wraps(jitted)
     def step(state: TrainState, *batch):
-        value, grads = jax.value_and_grad(loss)(state.params, *batch)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        return TrainState(params, opt_state, state.step + 1), value
+        if not any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(batch)):
+            check(state.params, *batch)
+        return jitted(state, *batch)
 
     return step
 

@@ -170,3 +170,26 @@ def test_a_donating_step_computes_the_same_state_and_consumes_its_input(sparse):
     for a, b in zip(jax.tree.leaves(kept), jax.tree.leaves(donated), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert jax.tree.leaves(given.params)[0].is_deleted()
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "match"),
+    [
+        (lambda b, y: (b._replace(candidate_post_hashes=b.candidate_post_hashes * 0 + 5000), y),
+         ValueError, "candidate_post_hashes holds bucket 5000, but the table has 2048 rows"),
+        (lambda b, y: (b._replace(user_hashes=b.user_hashes * 0 - 3), y),
+         ValueError, "user_hashes must be non-negative"),
+        (lambda b, y: (b._replace(candidate_product_surface=b.candidate_product_surface * 0 + 99),
+                       y), ValueError, "candidate_product_surface must be in"),
+        (lambda b, y: (b._replace(history_actions=b.history_actions * 2), y),
+         ValueError, "multi-hot"),
+        (lambda b, y: (b, y[..., :1]), ValueError, r"labels has shape \(8, 4, 1\)"),
+    ],
+)  # fmt: skip
+def test_the_training_step_refuses_a_bad_batch_before_any_jitted_work(change, error, match):
+    """Each case trained silently inside the jitted step (NaNs, a broadcast) before."""
+    state, step, data = ranker_setup()
+    batch, labels, mask = data(0)
+    batch, labels = change(batch, np.asarray(labels))
+    with pytest.raises(error, match=match):
+        step(state, batch, labels, mask)
