@@ -115,7 +115,9 @@ def test_out_of_range_buckets_poison_the_loss_as_in_the_dense_path():
     before, _, _, _, step = setup("adagrad")
     batch, labels, mask = WORLD.ranking_data(CONFIG, BUCKETS, batch_size=8)(4)
     bad = batch._replace(history_post_hashes=batch.history_post_hashes.at[0, 0, 0].set(BUCKETS[1]))
-    _, loss = step(before, bad, labels, mask)
+    with pytest.raises(ValueError, match="holds bucket 2048"):  # refused on the host
+        step(before, bad, labels, mask)
+    _, loss = jax.jit(step)(before, bad, labels, mask)  # traced: no host check, NaN loss
     assert np.isnan(float(loss))
 
 
