@@ -11,8 +11,10 @@ from phoenix_lib.config import (
     PhoenixModelConfig,
     PhoenixRetrievalModelConfig,
     TransformerConfig,
+    book_ranker_config,
+    book_retrieval_config,
 )
-from phoenix_lib.inputs import RecsysBatch, RecsysEmbeddings, validate_batch
+from phoenix_lib.inputs import RecsysBatch, RecsysEmbeddings, batch_from_ids, validate_batch
 from phoenix_lib.ranker import make_ranker
 from phoenix_lib.retrieval import RetrievalOutput, TopK, make_retriever, retrieve_top_k
 
@@ -26,6 +28,9 @@ __all__ = [
     "RetrievalOutput",
     "TopK",
     "TransformerConfig",
+    "batch_from_ids",
+    "book_ranker_config",
+    "book_retrieval_config",
     "load_params",
     "make_ranker",
     "make_retriever",
