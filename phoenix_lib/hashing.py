@@ -108,7 +108,9 @@ def multi_hash_words(x: U64, valid: jnp.ndarray, num_buckets, *, num_hashes: int
     return jnp.where(valid[..., None], buckets, 0)
 
 
-def multi_hash(ids, *, num_buckets: int, num_hashes: int, mask=None) -> jax.Array:
+def multi_hash(
+    ids, *, num_buckets: int, num_hashes: int, mask=None, name: str = "ids"
+) -> jax.Array:
     """Map raw IDs to ``num_hashes`` independent bucket indices in ``[1, num_buckets)``.
 
     Args:
@@ -119,21 +121,25 @@ def multi_hash(ids, *, num_buckets: int, num_hashes: int, mask=None) -> jax.Arra
       num_hashes: number of hash functions (columns), at least 1.
       mask: optional bool array of shape ``[...]``, ``True`` for real IDs. Masked-out
         positions get bucket 0 in every column, which the Phoenix models read as padding.
+      name: what error messages call ``ids`` (the caller's argument name).
+
+    Pass IDs as NumPy int64 (or uint64), not ``jnp`` arrays: without JAX's 64-bit mode
+    ``jnp.asarray`` keeps only the low 32 bits (``2**40 + 5`` becomes ``5``), silently.
 
     Returns:
       int32 ``jax.Array`` of shape ``[..., num_hashes]``.
     """
     _check_int("num_buckets", num_buckets, 2, 2**31)
     _check_int("num_hashes", num_hashes, 1, 2**16)
-    values = u64.validate_ids(ids)
+    values = u64.validate_ids(ids, name)
     if mask is None:
         mask = np.ones(values.shape, bool)
     else:
         mask = np.asarray(mask)
         if mask.dtype != np.bool_:
-            raise TypeError(f"mask must be a bool array, got dtype {mask.dtype}")
+            raise TypeError(f"the mask of {name} must be a bool array, got dtype {mask.dtype}")
         if mask.shape != values.shape:
-            raise ValueError(f"mask shape {mask.shape} differs from ids shape {values.shape}")
+            raise ValueError(f"the mask's shape {mask.shape} differs from {name}'s {values.shape}")
     # Hash a flat copy padded to a power of two (at least _MIN_PADDED), in chunks of at
     # most _MAX_PADDED, so that a few compiled programs serve every batch shape; the
     # padding is invalid and cut off.

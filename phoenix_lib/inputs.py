@@ -233,20 +233,50 @@ def batch_from_ids(
       history_actions: ``[B, S, A]`` 0/1. *_product_surface: ``[B, S]`` / ``[B, C]``.
       history_mask, candidate_mask: bool, ``True`` for real entries; masked entries
         get bucket 0 (padding) and their actions are zeroed.
-      num_buckets: table sizes ``(users, posts, authors)``.
+      num_buckets: table sizes ``(users, posts, authors)``, as given to ``init_state``.
+
+    IDs are NumPy int64, not ``jnp`` arrays (see :func:`phoenix_lib.hashing.multi_hash`).
+    Histories are oldest first, padding at the end. Errors name the argument at fault.
     """
     hc = config.hash_config
     nu, npost, na = num_buckets
+    num_actions = getattr(config, "num_actions", np.shape(history_actions)[-1])  # A
+    b = np.shape(user_ids)[:1]
+    s, c = np.shape(history_post_ids)[1:2], np.shape(candidate_post_ids)[1:2]
+    shapes = {
+        "user_ids": (b, user_ids),
+        "history_post_ids": ((*b, *s), history_post_ids),
+        "history_author_ids": ((*b, *s), history_author_ids),
+        "history_actions": ((*b, *s, num_actions), history_actions),
+        "history_product_surface": ((*b, *s), history_product_surface),
+        "history_mask": ((*b, *s), history_mask),
+        "candidate_post_ids": ((*b, *c), candidate_post_ids),
+        "candidate_author_ids": ((*b, *c), candidate_author_ids),
+        "candidate_product_surface": ((*b, *c), candidate_product_surface),
+        "candidate_mask": ((*b, *c), candidate_mask),
+    }
+    for name, (shape, value) in shapes.items():
+        _check_shape(name, np.asarray(value), shape)
     history_mask = np.asarray(history_mask, bool)
     candidate_mask = np.asarray(candidate_mask, bool)
     actions = np.asarray(history_actions, np.float32) * history_mask[..., None]
     return RecsysBatch(
-        user_hashes=multi_hash(user_ids, num_buckets=nu, num_hashes=hc.num_user_hashes),
+        user_hashes=multi_hash(
+            user_ids, num_buckets=nu, num_hashes=hc.num_user_hashes, name="user_ids"
+        ),
         history_post_hashes=multi_hash(
-            history_post_ids, num_buckets=npost, num_hashes=hc.num_item_hashes, mask=history_mask
+            history_post_ids,
+            num_buckets=npost,
+            num_hashes=hc.num_item_hashes,
+            mask=history_mask,
+            name="history_post_ids",
         ),
         history_author_hashes=multi_hash(
-            history_author_ids, num_buckets=na, num_hashes=hc.num_author_hashes, mask=history_mask
+            history_author_ids,
+            num_buckets=na,
+            num_hashes=hc.num_author_hashes,
+            mask=history_mask,
+            name="history_author_ids",
         ),
         history_actions=actions,
         history_product_surface=np.asarray(history_product_surface, np.int32),
@@ -255,12 +285,14 @@ def batch_from_ids(
             num_buckets=npost,
             num_hashes=hc.num_item_hashes,
             mask=candidate_mask,
+            name="candidate_post_ids",
         ),
         candidate_author_hashes=multi_hash(
             candidate_author_ids,
             num_buckets=na,
             num_hashes=hc.num_author_hashes,
             mask=candidate_mask,
+            name="candidate_author_ids",
         ),
         candidate_product_surface=np.asarray(candidate_product_surface, np.int32),
     )

@@ -55,6 +55,12 @@ def validate_ids(ids, name: str = "ids") -> np.ndarray:
         arr = _python_ints_to_array(ids, name)
     else:
         arr = np.asarray(ids)
+    if np.issubdtype(arr.dtype, np.floating):
+        raise TypeError(
+            f"{name} must hold integers, got dtype {arr.dtype}: keep raw IDs as int64 from the "
+            "start (a float64 holds integers exactly only up to 2**53, so IDs read as floats "
+            "may already be wrong)"
+        )
     if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
         raise TypeError(f"{name} must hold integers, got dtype {arr.dtype}")
     if np.issubdtype(arr.dtype, np.signedinteger) and arr.size and arr.min() < 0:

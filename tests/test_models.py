@@ -466,3 +466,28 @@ def test_mean_pooled_history_ignores_the_order_of_the_history(demo):
     assert not np.allclose(full.apply(params, batch, emb_b), full.apply(params, permuted, emb_p))
     with pytest.raises(ValueError, match="history"):
         pl.make_ranker(config, history="max")
+
+
+def test_batch_from_ids_names_the_argument_at_fault():
+    config = demo_ranker_config(history_seq_len=4, candidate_seq_len=2)
+    b, s, c = 3, 4, 2
+    good = dict(
+        user_ids=np.arange(1, b + 1), history_post_ids=np.ones((b, s), np.int64),
+        history_author_ids=np.ones((b, s), np.int64), history_actions=np.zeros((b, s, 19)),
+        history_product_surface=np.zeros((b, s), int), history_mask=np.ones((b, s), bool),
+        candidate_post_ids=np.ones((b, c), np.int64),
+        candidate_author_ids=np.ones((b, c), np.int64),
+        candidate_product_surface=np.zeros((b, c), int), candidate_mask=np.ones((b, c), bool),
+        num_buckets=(64, 64, 64),
+    )  # fmt: skip
+    pl.batch_from_ids(config, **good)
+    cases = [
+        ("history_mask", np.ones((b, s - 1), bool), ValueError, r"history_mask has shape"),
+        ("history_actions", np.zeros((b, s)), ValueError, r"history_actions has shape"),
+        ("candidate_author_ids", np.ones((b, c), np.float64), TypeError,
+         r"candidate_author_ids must hold integers.*2\*\*53"),
+        ("user_ids", -np.arange(1, b + 1), ValueError, "user_ids must be non-negative"),
+    ]  # fmt: skip
+    for field, value, error, match in cases:
+        with pytest.raises(error, match=match):
+            pl.batch_from_ids(config, **{**good, field: value})
