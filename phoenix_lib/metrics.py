@@ -103,11 +103,13 @@ def pooled_ne_terms(labels, probabilities, num_units: int, mask=None) -> np.ndar
     return loss.reshape(num_units, -1).sum(1) * num_units / entropy
 
 
-def gap_closed(value, low, high) -> float:
+def gap_closed(value, low, high):
     """The share of the way from a baseline ``low`` to a reference ``high`` that ``value``
     covers: 0 at the baseline, 1 at the reference (for NE, where lower is better, pass
-    the NEs as they are: the sign works out)."""
-    return float((value - low) / (high - low))
+    the NEs as they are: the sign works out). Scalars give a float; arrays (one value
+    per seed, say) broadcast and give an array."""
+    share = (np.asarray(value, np.float64) - low) / (np.asarray(high, np.float64) - low)
+    return float(share) if share.ndim == 0 else share
 
 
 def bootstrap_interval(values, *, seed: int, level: float = 0.95, resamples: int = 2_000):

@@ -734,14 +734,21 @@ def reset_rows(
     target = jnp.where(flat < 0, table.shape[0], flat)
     scale = stddev if stddev is not None else 1.0 / np.sqrt(table.shape[1])
     rows = jax.random.normal(key, (flat.shape[0], table.shape[1]), table.dtype) * scale
-    table = table.at[target].set(rows, mode="drop")
+    return table.at[target].set(rows, mode="drop"), zero_row_state(opt_state, slots, table.shape[0])
+
+
+def zero_row_state(opt_state, slots: jax.Array, num_rows: int):
+    """Zero ``slots`` (``-1`` ignored) in every leaf of ``opt_state`` with ``num_rows``
+    entries along its first axis: one table's per-row optimizer state (see :func:`reset_rows`)."""
+    flat = slots.reshape(-1)
+    target = jnp.where(flat < 0, num_rows, flat)
 
     def zero_rows(leaf):
-        if getattr(leaf, "shape", ())[:1] == table.shape[:1]:
+        if getattr(leaf, "shape", ())[:1] == (num_rows,):
             return leaf.at[target].set(0, mode="drop")
         return leaf
 
-    return table, jax.tree_util.tree_map(zero_rows, opt_state)
+    return jax.tree_util.tree_map(zero_rows, opt_state)
 
 
 # ------------------------------------------------------------------ export, metrics, files

@@ -21,7 +21,7 @@ import optax
 from tqdm import tqdm
 
 from phoenix_lib import mpzch
-from phoenix_lib.inputs import RecsysBatch, validate_batch
+from phoenix_lib.inputs import RecsysBatch, _check_shape, validate_batch
 from phoenix_lib.optimizers import TableSparse, TableSparseState, local_tables
 from phoenix_lib.ranker import make_ranker
 from phoenix_lib.retrieval import make_retriever
@@ -99,8 +99,7 @@ def _check_batch(config, params, batch) -> None:
 
 def _check_array(name: str, value, shape, kind: str) -> None:
     """Raise unless ``value`` has ``shape`` and a dtype of ``kind`` ("f", "b" or "i")."""
-    if tuple(np.shape(value)) != tuple(shape):
-        raise ValueError(f"{name} has shape {tuple(np.shape(value))}, expected {tuple(shape)}")
+    _check_shape(name, value, shape)
     if jnp.dtype(value.dtype).kind not in {"f": "f", "b": "b", "i": "iu"}[kind]:
         raise TypeError(
             f"{name} must be {dict(f='float', b='bool', i='integer')[kind]}, got {value.dtype}"
@@ -170,13 +169,13 @@ def reset_table_rows(key: jax.Array, state: TrainState, table: str, rows) -> Tra
     """
     if table not in HashTables._fields:
         raise ValueError(f"table must be one of {HashTables._fields}, got {table!r}")
-    tables = state.params["tables"]
-    new, _ = mpzch.reset_rows(key, getattr(tables, table), jnp.asarray(rows))
+    tables, rows = state.params["tables"], jnp.asarray(rows)
+    new, _ = mpzch.reset_rows(key, getattr(tables, table), rows)
 
     def this_table(node):
         if not isinstance(node, HashTables):
             return node
-        _, part = mpzch.reset_rows(key, new, jnp.asarray(rows), getattr(node, table))
+        part = mpzch.zero_row_state(getattr(node, table), rows, new.shape[0])
         return node._replace(**{table: part})
 
     opt_state = jax.tree_util.tree_map(

@@ -105,6 +105,8 @@ def test_gap_closed_is_zero_at_the_baseline_and_one_at_the_reference():
     assert metrics.gap_closed(0.9, 1.0, 0.8) == pytest.approx(0.5)  # NE: lower is better
     assert metrics.gap_closed(0.7, 0.6, 0.8) == pytest.approx(0.5)  # AUC: higher is better
     assert metrics.gap_closed(1.0, 1.0, 0.8) == 0.0
+    seeds = metrics.gap_closed(np.array([0.9, 0.85]), 1.0, np.array([0.8, 0.7]))  # per seed
+    np.testing.assert_allclose(seeds, [0.5, 0.5])
 
 
 def test_bootstrap_interval_covers_the_mean_at_its_level():
