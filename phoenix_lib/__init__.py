@@ -14,7 +14,13 @@ from phoenix_lib.config import (
     book_ranker_config,
     book_retrieval_config,
 )
-from phoenix_lib.inputs import RecsysBatch, RecsysEmbeddings, batch_from_ids, validate_batch
+from phoenix_lib.inputs import (
+    RecsysBatch,
+    RecsysEmbeddings,
+    batch_from_ids,
+    validate_batch,
+    with_post_rows,
+)
 from phoenix_lib.ranker import make_ranker
 from phoenix_lib.retrieval import RetrievalOutput, TopK, make_retriever, retrieve_top_k
 
@@ -37,4 +43,5 @@ __all__ = [
     "retrieve_top_k",
     "save_params",
     "validate_batch",
+    "with_post_rows",
 ]

@@ -115,7 +115,7 @@ def multi_hash(
 
     Args:
       ids: non-negative integer IDs of shape ``[...]`` (see :func:`murmur_hash3_2x64`).
-        Padded positions may hold any non-negative value; ``mask`` says which they are.
+        Masked positions of an array may hold any integer (``-1``, say).
       num_buckets: rows in the hash table, ``2 <= num_buckets <= 2**31``; row 0 is
         the padding row and is never produced for a valid ID.
       num_hashes: number of hash functions (columns), at least 1.
@@ -131,15 +131,7 @@ def multi_hash(
     """
     _check_int("num_buckets", num_buckets, 2, 2**31)
     _check_int("num_hashes", num_hashes, 1, 2**16)
-    values = u64.validate_ids(ids, name)
-    if mask is None:
-        mask = np.ones(values.shape, bool)
-    else:
-        mask = np.asarray(mask)
-        if mask.dtype != np.bool_:
-            raise TypeError(f"the mask of {name} must be a bool array, got dtype {mask.dtype}")
-        if mask.shape != values.shape:
-            raise ValueError(f"the mask's shape {mask.shape} differs from {name}'s {values.shape}")
+    values, mask = ids_and_mask(ids, mask, name)
     # Hash a flat copy padded to a power of two (at least _MIN_PADDED), in chunks of at
     # most _MAX_PADDED, so that a few compiled programs serve every batch shape; the
     # padding is invalid and cut off.
@@ -161,6 +153,26 @@ def multi_hash(
     ]
     out = outs[0] if len(outs) == 1 else jnp.concatenate(outs)
     return out[:n].reshape(*values.shape, num_hashes)
+
+
+def ids_and_mask(ids, mask, name: str = "ids") -> tuple[np.ndarray, np.ndarray]:
+    """Raw IDs ``[...]`` and an optional bool ``mask`` ``[...]`` (``True`` = a real ID),
+    checked on the host: ``(uint64 IDs, bool mask)``, masked positions set to 0.
+
+    Masked positions of an array may hold anything integer (``-1`` for padding, say); the
+    real ones are checked by :func:`phoenix_lib.u64.validate_ids`.
+    """
+    if mask is None:
+        values = u64.validate_ids(ids, name)
+        return values, np.ones(values.shape, bool)
+    mask = np.asarray(mask)
+    if mask.dtype != np.bool_:
+        raise TypeError(f"the mask of {name} must be a bool array, got dtype {mask.dtype}")
+    if mask.shape != np.shape(ids):
+        raise ValueError(f"the mask's shape {mask.shape} differs from {name}'s {np.shape(ids)}")
+    if isinstance(ids, np.ndarray | jax.Array) and np.issubdtype(ids.dtype, np.integer):
+        ids = np.where(mask, np.asarray(ids), 0).astype(ids.dtype)
+    return u64.validate_ids(ids, name), mask
 
 
 def _check_int(name: str, value, low: int, high: int) -> None:

@@ -296,3 +296,54 @@ def batch_from_ids(
         ),
         candidate_product_surface=np.asarray(candidate_product_surface, np.int32),
     )
+
+
+def with_post_rows(batch: RecsysBatch, history_rows, candidate_rows) -> RecsysBatch:
+    """``batch`` with each post read from one given row of the post table instead of its hashes.
+
+    For posts behind an MPZCH table (:func:`phoenix_lib.mpzch.write` with
+    ``padding_row=True``) or any other row assignment of your own.
+
+    Args:
+      batch: made by :func:`batch_from_ids` (or a world) with one post hash column, so
+        that the model's post input is one row (``HashConfig(num_item_hashes=1)``).
+      history_rows: int ``[B, S]``; candidate_rows: int ``[B, C]``: rows of the post table,
+        ``0`` exactly at the batch's padded positions (where its post hash is ``0``).
+
+    Returns:
+      the batch with ``history_post_hashes`` ``[B, S, 1]`` and ``candidate_post_hashes``
+      ``[B, C, 1]`` replaced.
+
+    Raises:
+      ValueError: a shape that differs from the batch's, more than one post hash column,
+        a negative row (an ID that found no slot under ``disable_fallback``), or rows whose
+        padding differs from the batch's.
+    """
+    fields = {}
+    for name, rows, field in (
+        ("history_rows", history_rows, "history_post_hashes"),
+        ("candidate_rows", candidate_rows, "candidate_post_hashes"),
+    ):
+        hashes = np.asarray(getattr(batch, field))
+        if hashes.shape[-1] != 1:
+            raise ValueError(
+                f"batch.{field} has {hashes.shape[-1]} hash columns; a post read from one row "
+                "needs a config with HashConfig(num_item_hashes=1)"
+            )
+        rows = np.asarray(rows)
+        if not np.issubdtype(rows.dtype, np.integer):
+            raise TypeError(f"{name} must hold integer rows, got dtype {rows.dtype}")
+        _check_shape(name, rows, hashes.shape[:-1])
+        if rows.size and rows.min() < 0:
+            raise ValueError(
+                f"{name} holds row {rows.min()}: an ID with no row (an MPZCH table with "
+                "disable_fallback=True found no slot for it); drop it or mask it"
+            )
+        padded = hashes[..., 0] == 0
+        if ((rows == 0) != padded).any():
+            raise ValueError(
+                f"{name} must be 0 (the padding row) exactly where the batch is padded: "
+                "write padded positions with mask= (mpzch.write) or zero them"
+            )
+        fields[field] = rows[..., None].astype(np.int32)
+    return batch._replace(**fields)

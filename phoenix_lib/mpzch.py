@@ -20,6 +20,12 @@ An ID's bucket is ``id % num_buckets``; its home slot is
 ``bucket * bucket_size + murmur_hash3_2x64(id) % bucket_size``; its probe window
 is the ``max_probe`` slots from home on, wrapping inside the bucket.
 
+Rows. A slot is a row of the embedding table behind the MPZCH table. The book's
+tables keep row 0 as the padding row (:func:`phoenix_lib.tables.gather` reads it as
+zeros), so a table made with ``padding_row=True`` sits in front of ``num_slots + 1``
+rows and its entry points return rows (``slot + 1``; masked positions row 0) that go
+straight into a batch's hash columns and into :func:`reset_rows`.
+
 State. ``identity`` holds the owner of every slot (``-1`` = empty) as two
 ``uint32`` planes, so IDs stay exact without JAX's 64-bit mode
 (:func:`identities` gives the ``int64`` view). ``metadata`` holds one ``int32``
@@ -45,6 +51,10 @@ rule 2 against the current table; when several pick the same slot, the lowest
 batch position wins it and the others pick again in the next round. Every
 round settles at least one ID, so the loop ends.
 
+Masks. ``write`` and ``lookup`` take ``mask=``: masked positions (padding) are
+neither written nor counted. Host batches are padded to a power of two with masked
+entries, so batches of any length share a few compiled programs.
+
 Counters (TorchRec's meanings): per ID occurrence, ``hit``, ``insert`` (a new ID
 got its own slot, free or evicted), ``eviction`` (an insert that displaced an
 expired ID) and ``collision = total - hit - insert``.
@@ -64,7 +74,7 @@ import numpy as np
 
 from phoenix_lib import u64
 from phoenix_lib.checkpoint import npz_path
-from phoenix_lib.hashing import _check_int, murmur_words
+from phoenix_lib.hashing import _check_int, ids_and_mask, murmur_words
 from phoenix_lib.tables import HashTables
 from phoenix_lib.u64 import U64
 
@@ -85,6 +95,7 @@ _COUNTERS = ("total", "hit", "insert", "eviction", "eviction_age_sum")
         "eviction",
         "ttl_hours",
         "disable_fallback",
+        "padding_row",
     ),
 )
 @dataclasses.dataclass(frozen=True)
@@ -110,10 +121,16 @@ class MpzchState:
     eviction: str | None
     ttl_hours: int
     disable_fallback: bool
+    padding_row: bool
 
     @property
     def bucket_size(self) -> int:
         return self.num_slots // self.num_buckets
+
+    @property
+    def row_offset(self) -> int:
+        """What the entry points add to a slot to give a row: 1 with ``padding_row``, else 0."""
+        return int(self.padding_row)
 
     def settings(self) -> dict:
         """The static settings, as keyword arguments of :func:`create`."""
@@ -124,6 +141,7 @@ class MpzchState:
             "eviction": self.eviction,
             "ttl_hours": self.ttl_hours,
             "disable_fallback": self.disable_fallback,
+            "padding_row": self.padding_row,
         }
 
 
@@ -135,6 +153,7 @@ def create(
     eviction: str | None = None,
     ttl_hours: int = 24,
     disable_fallback: bool = False,
+    padding_row: bool = False,
 ) -> MpzchState:
     """An empty table.
 
@@ -148,6 +167,11 @@ def create(
         per ID), ``>= 0``; used only with eviction.
       disable_fallback: return ``-1`` instead of the shared home slot when no slot
         can be found.
+      padding_row: put the table in front of an embedding table of ``num_slots + 1``
+        rows whose row 0 is the padding row (:func:`phoenix_lib.tables.gather` reads it as
+        zeros): :func:`write`, :func:`lookup` and :func:`sweep` then return table rows,
+        slot ``s`` as row ``s + 1`` and masked positions as row 0. Without it they return
+        slots, for a table of ``num_slots`` rows, and ``-1`` at masked positions.
 
     Raises:
       ValueError / TypeError naming the bad argument.
@@ -164,8 +188,9 @@ def create(
     if eviction not in EVICTION_POLICIES:
         raise ValueError(f"eviction must be one of {EVICTION_POLICIES}, got {eviction!r}")
     _check_int("ttl_hours", ttl_hours, 0, _MAX_HOUR)
-    if not isinstance(disable_fallback, bool):
-        raise TypeError(f"disable_fallback must be a bool, got {type(disable_fallback).__name__}")
+    for name, flag in (("disable_fallback", disable_fallback), ("padding_row", padding_row)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
     empty = jnp.full((num_slots,), _EMPTY, jnp.uint32)
     zeros = jnp.zeros((len(_COUNTERS),), jnp.uint32)
     return MpzchState(
@@ -181,6 +206,7 @@ def create(
         eviction=eviction,
         ttl_hours=ttl_hours,
         disable_fallback=disable_fallback,
+        padding_row=padding_row,
     )
 
 
@@ -190,6 +216,8 @@ def create(
 # Every ID first checks this many slots of its window; the few that are still
 # unresolved are compacted and read their whole window afterwards (see _scan).
 _FIRST_PROBES = 4
+# Host batches are padded to a power of two, at least this long (see _padded_length).
+_MIN_PADDED = 64
 # Batches are compacted from this size on (it pays off only for large ones), and only into
 # tables with at least _COMPACT_ROOM slots per ID of the batch (see _compacts).
 _COMPACT_FROM = 1024
@@ -355,8 +383,9 @@ def _at(values: jax.Array, index: jax.Array) -> jax.Array:
     return jnp.take_along_axis(values, index[:, None], axis=1)[:, 0]
 
 
-def _find(state: MpzchState, x: U64, base: jax.Array, home: jax.Array):
-    """Whether each ID owns a slot in its window ``[N]`` bool, and which slot ``[N]`` int32."""
+def _find(state: MpzchState, x: U64, base: jax.Array, home: jax.Array, valid: jax.Array):
+    """Whether each valid ID owns a slot in its window ``[N]`` bool (false where not
+    ``valid``), and which slot ``[N]`` int32."""
 
     def look(rows, slots, read):
         owned = (read(state.identity_hi) == x.hi[rows, None]) & (
@@ -368,7 +397,8 @@ def _find(state: MpzchState, x: U64, base: jax.Array, home: jax.Array):
 
     n = x.lo.shape[0]
     out = (jnp.zeros(n, bool), jnp.zeros(n, jnp.int32))
-    return _scan(state, base, home, None, look, out)
+    found, slot = _scan(state, base, home, valid, look, out)
+    return found & valid, slot
 
 
 def _fallback(state: MpzchState, base: jax.Array, home: jax.Array) -> jax.Array:
@@ -509,23 +539,25 @@ def _place(table: MpzchState, x: U64, base, home, pos, new, now: jax.Array, expi
 
 
 @jax.jit
-def _write(state: MpzchState, x: U64, base, home, now: jax.Array, ttl: jax.Array):
+def _write(state: MpzchState, x: U64, base, home, valid, now: jax.Array, ttl: jax.Array):
     """Traceable write of flat IDs ``x`` [N] (bucket starts and home offsets from
-    :func:`_home`) with per-ID ``ttl`` [N]; see the module docstring."""
+    :func:`_home`) where ``valid`` [N], with per-ID ``ttl`` [N]; see the module docstring.
+    Returns ``(state, rows, evicted rows)`` as the public :func:`write` does."""
     n = x.lo.shape[0]
     pos = jnp.arange(n, dtype=jnp.int32)
     expiry = now + ttl
 
-    hit, hit_slot = _find(state, x, base, home)
-    leader = _first_occurrence(x, ~hit)  # every copy of a resident ID is a hit anyway
-    new = ~hit & (leader == pos)
+    hit, hit_slot = _find(state, x, base, home, valid)
+    leader = _first_occurrence(x, valid & ~hit)  # every copy of a resident ID is a hit anyway
+    new = valid & ~hit & (leader == pos)
     if state.eviction is not None:  # refresh every hit before any eviction is considered
         metadata = state.metadata.at[jnp.where(hit, hit_slot, state.num_slots)].max(
             expiry, mode="drop"
         )
         state = dataclasses.replace(state, metadata=metadata)
-    # Per position: 1 hit, 2 inserted into a free slot, 3 evicted, 4 collision, 5 a repeat.
-    kind = jnp.where(hit, 1, 5)
+    # Per position: 1 hit, 2 inserted into a free slot, 3 evicted, 4 collision, 5 a repeat,
+    # 6 not valid (masked or padding).
+    kind = jnp.where(hit, 1, jnp.where(valid, 5, 6))
     slot = jnp.where(hit, hit_slot, -1)
     age = jnp.zeros(n, jnp.int32)
 
@@ -554,9 +586,8 @@ def _write(state: MpzchState, x: U64, base, home, now: jax.Array, ttl: jax.Array
     repeat = kind == 5
     slot = jnp.where(repeat, slot[leader], slot)
     kind = jnp.where(repeat, jnp.where(kind[leader] == 4, 4, 1), kind)
-    evicted = jnp.where(kind == 3, slot, -1)
     counts = [
-        jnp.int32(n),
+        valid.sum(),
         (kind == 1).sum(),
         ((kind == 2) | (kind == 3)).sum(),
         (kind == 3).sum(),
@@ -564,21 +595,40 @@ def _write(state: MpzchState, x: U64, base, home, now: jax.Array, ttl: jax.Array
     ]
     clock = jnp.maximum(state.clock, now)
     state = dataclasses.replace(state, clock=clock, **_add_counters(state, counts))
-    return state, slot, evicted
+    evicted = jnp.where(kind == 3, slot + state.row_offset, -1)
+    return state, _rows(state, slot, valid), evicted
 
 
 @jax.jit
-def _lookup(state: MpzchState, x: U64, base, home) -> jax.Array:
-    found, slot = _find(state, x, base, home)
-    return jnp.where(found, slot, _fallback(state, base, home))
+def _lookup(state: MpzchState, x: U64, base, home, valid) -> jax.Array:
+    found, slot = _find(state, x, base, home, valid)
+    return _rows(state, jnp.where(found, slot, _fallback(state, base, home)), valid)
+
+
+def _rows(state: MpzchState, slot: jax.Array, valid: jax.Array) -> jax.Array:
+    """Slots ``[N]`` (``-1``: none) as what the entry points return: rows (``slot +
+    row_offset``; ``-1`` stays), and at positions not ``valid``, the padding row 0 with
+    ``padding_row`` or ``-1`` without."""
+    found = jnp.where(slot >= 0, slot + state.row_offset, -1)
+    return jnp.where(valid, found, 0 if state.padding_row else -1)
 
 
 # ------------------------------------------------------------------ public entry points
 
 
-def _ids_as_words(ids) -> tuple[U64, tuple[int, ...]]:
-    """Validated IDs -> flat ``U64`` and the original shape. Accepts NumPy/Python/JAX
-    integers or a ``U64`` (the word form, checked only when its values are concrete)."""
+def _padded_length(n: int) -> int:
+    """The length a batch of ``n`` IDs is padded to: a power of two, at least
+    ``_MIN_PADDED``, so that batches of every length share a few compiled programs."""
+    return max(_MIN_PADDED, 1 << max(n - 1, 0).bit_length())
+
+
+def _ids_as_words(ids, mask) -> tuple[U64, tuple[int, ...], jax.Array]:
+    """Validated IDs and mask -> flat ``(U64 [P], shape, valid [P])``.
+
+    Host input (NumPy/Python/JAX integers) is padded to ``P = _padded_length(n)`` with
+    invalid entries. A ``U64`` word form (the form usable inside ``jax.jit``) is taken
+    unpadded, its values checked only when concrete, with ``mask`` a bool array or tracer.
+    """
     if isinstance(ids, U64):
         shape = tuple(ids.lo.shape)
         if not isinstance(ids.hi, jax.core.Tracer) and ids.hi.size:
@@ -588,16 +638,27 @@ def _ids_as_words(ids) -> tuple[U64, tuple[int, ...]]:
                     "ids must be non-negative int64 values: a word-form ID has its top bit "
                     "set (-1 marks an empty slot and is not an ID)"
                 )
-        return U64(jnp.ravel(ids.hi), jnp.ravel(ids.lo)), shape
+        valid = jnp.ones(shape, bool) if mask is None else jnp.asarray(mask)
+        if valid.shape != shape or valid.dtype != jnp.bool_:
+            raise ValueError(f"mask must be bool {list(shape)} like ids, got {valid.dtype}"
+                             f"{list(valid.shape)}")  # fmt: skip
+        return U64(jnp.ravel(ids.hi), jnp.ravel(ids.lo)), shape, jnp.ravel(valid)
     if isinstance(ids, jax.core.Tracer):
         raise TypeError("inside jax.jit pass ids in word form (phoenix_lib.u64.U64)")
-    raw = np.asarray(ids)
-    if raw.dtype.kind == "i" and (raw == -1).any():
-        raise ValueError("ids must not contain -1: it marks an empty slot in the identity tensor")
-    values = u64.validate_ids(ids, "ids")
+    if mask is None and np.asarray(ids).dtype.kind == "i" and (np.asarray(ids) == -1).any():
+        raise ValueError(
+            "ids must not contain -1: it marks an empty slot in the identity tensor (to pad "
+            "a batch, pass mask=)"
+        )
+    values, mask = ids_and_mask(ids, mask)
     if values.size and values.max() >= 2**63:
         raise ValueError(f"ids must fit in int64, got {values.max()}")
-    return u64.from_numpy(values.reshape(-1)), values.shape
+    n = values.size
+    flat = np.zeros(_padded_length(n), np.uint64)
+    flat[:n] = values.reshape(-1)
+    valid = np.zeros(flat.size, bool)
+    valid[:n] = mask.reshape(-1)
+    return u64.from_numpy(flat), values.shape, jnp.asarray(valid)
 
 
 def _check_hour(state: MpzchState, now_hour) -> jax.Array:
@@ -616,25 +677,32 @@ def _check_hour(state: MpzchState, now_hour) -> jax.Array:
     return jnp.int32(int(array))
 
 
-def write(state: MpzchState, ids, now_hour, ttl_hours=None):
+def write(state: MpzchState, ids, now_hour, ttl_hours=None, *, mask=None):
     """Claim slots for ``ids`` at hour ``now_hour`` (training path).
 
     Args:
       state: the table.
       ids: raw IDs of any shape ``[...]``: non-negative integers (NumPy int64,
         Python ints, ...) or a ``U64`` word form (the only form usable inside
-        ``jax.jit``). ``-1`` is rejected: it means "empty".
+        ``jax.jit``). ``-1`` is rejected where ``mask`` is true: it means "empty".
       now_hour: the current hour, ``>=`` every hour written before.
       ttl_hours: optional per-ID time to live, int ``[...]`` like ``ids`` or a
         scalar; defaults to the table's ``ttl_hours``.
+      mask: optional bool ``[...]``, ``True`` for the real IDs; the others (padding, with
+        any integer there) are neither written nor counted in :func:`metrics`.
 
     Returns:
-      ``(state, slots, evicted_slots)``: int32 ``[...]`` each. ``slots`` is every
-      ID's row (``-1`` only with ``disable_fallback``); ``evicted_slots`` holds the
-      slot an ID took from an expired owner and ``-1`` elsewhere: reset those rows
-      (:func:`reset_rows`).
+      ``(state, rows, evicted)``: int32 ``[...]`` each. ``rows`` is every ID's slot, or
+      its table row ``slot + 1`` with ``padding_row`` (see :func:`create`); at masked
+      positions ``-1``, or row 0 with ``padding_row``; ``-1`` for an ID that found no
+      slot with ``disable_fallback``. ``evicted`` holds, in the same numbering, the slot
+      an ID took from an expired owner and ``-1`` elsewhere: re-draw those rows
+      (:func:`reset_rows`, :func:`phoenix_lib.train.reset_table_rows`).
+
+    Batches from the host are padded to a power of two (at least 64 IDs) with masked
+    entries, so a stream of batches of varying length compiles a few programs.
     """
-    x, shape = _ids_as_words(ids)
+    x, shape, valid = _ids_as_words(ids, mask)
     now = _check_hour(state, now_hour)
     ttl = state.ttl_hours if ttl_hours is None else ttl_hours
     ttl = jnp.asarray(ttl)
@@ -644,24 +712,28 @@ def write(state: MpzchState, ids, now_hour, ttl_hours=None):
         raise ValueError(f"ttl_hours shape {ttl.shape} must be () or the ids shape {shape}")
     if not isinstance(ttl, jax.core.Tracer) and ttl.size and int(ttl.min()) < 0:
         raise ValueError(f"ttl_hours must be non-negative, got {int(ttl.min())}")
-    ttl = jnp.broadcast_to(ttl.astype(jnp.int32), shape).reshape(-1)
-    if x.lo.shape[0] == 0:
+    n = int(np.prod(shape))
+    if n == 0:
         empty = jnp.zeros(shape, jnp.int32)
         return state, empty, empty
-    state, slots, evicted = _write(state, x, *_home(state, x), now, ttl)
-    return state, slots.reshape(shape), evicted.reshape(shape)
+    ttl = jnp.broadcast_to(ttl.astype(jnp.int32), shape).reshape(-1)
+    ttl = jnp.pad(ttl, (0, x.lo.shape[0] - n))
+    state, rows, evicted = _write(state, x, *_home(state, x), valid, now, ttl)
+    return state, rows[:n].reshape(shape), evicted[:n].reshape(shape)
 
 
-def lookup(state: MpzchState, ids) -> jax.Array:
-    """Read-only slots for ``ids`` ``[...]`` -> int32 ``[...]`` (evaluation and serving).
+def lookup(state: MpzchState, ids, *, mask=None) -> jax.Array:
+    """Read-only rows for ``ids`` ``[...]`` -> int32 ``[...]`` (evaluation and serving).
 
     The owned slot of a resident ID; for any other ID its home slot, or ``-1``
-    with ``disable_fallback``. Never changes the table.
+    with ``disable_fallback``; numbered as :func:`write` numbers them (``slot + 1``
+    with ``padding_row``), masked positions as there. Never changes the table.
     """
-    x, shape = _ids_as_words(ids)
-    if x.lo.shape[0] == 0:
+    x, shape, valid = _ids_as_words(ids, mask)
+    n = int(np.prod(shape))
+    if n == 0:
         return jnp.zeros(shape, jnp.int32)
-    return _lookup(state, x, *_home(state, x)).reshape(shape)
+    return _lookup(state, x, *_home(state, x), valid)[:n].reshape(shape)
 
 
 @jax.jit
@@ -675,14 +747,16 @@ def _sweep(state: MpzchState, now: jax.Array):
         metadata=jnp.where(expired, 0, state.metadata),
         clock=jnp.maximum(state.clock, now),
     )
-    return state, jnp.where(expired, jnp.arange(state.num_slots, dtype=jnp.int32), -1)
+    slots = jnp.arange(state.num_slots, dtype=jnp.int32)
+    return state, jnp.where(expired, slots + state.row_offset, -1)
 
 
 def sweep(state: MpzchState, now_hour):
     """Empty every expired slot without writing anything (an eviction-only pass).
 
-    Returns ``(state, evicted_slots)``, int32 ``[num_slots]``: the slot index where
-    a slot was emptied and ``-1`` elsewhere, ready for :func:`reset_rows`.
+    Returns ``(state, evicted)``, int32 ``[num_slots]``: where a slot was emptied its
+    index (its row ``slot + 1`` with ``padding_row``), ``-1`` elsewhere, ready for
+    :func:`reset_rows`.
     """
     if state.eviction is None:
         raise ValueError("sweep needs a table created with eviction='ttl' or 'lru'")
@@ -696,18 +770,20 @@ def sweep(state: MpzchState, now_hour):
 def reset_rows(
     key: jax.Array,
     table: jax.Array,
-    slots: jax.Array,
+    rows: jax.Array,
     opt_state=None,
     *,
     stddev: float | None = None,
 ):
-    """Give the rows at ``slots`` a fresh start: new random rows, zero optimizer moments.
+    """Give ``rows`` of ``table`` a fresh start: new random rows, zero optimizer moments.
 
     Args:
       key: PRNG key for the new rows.
-      table: embedding table ``[num_slots, D]``.
-      slots: int ``[...]`` slot indices; ``-1`` entries are ignored (the padding
-        of ``write``'s and ``sweep``'s ``evicted_slots``).
+      table: the embedding table behind an MPZCH table, ``[num_slots, D]``, or
+        ``[num_slots + 1, D]`` with ``padding_row``.
+      rows: int ``[...]`` rows of ``table``, as :func:`write` and :func:`sweep` return
+        them in ``evicted`` (slots, or ``slot + 1`` with ``padding_row``); ``-1`` entries
+        are ignored.
       opt_state: optional optimizer state; every leaf with one entry per row of
         ``table`` (leading dimension ``num_slots``: Adam's ``mu`` and ``nu``, row-wise
         Adagrad's accumulator, lazy Adam's per-row step count) gets those rows
@@ -730,17 +806,17 @@ def reset_rows(
             "opt_state holds the state of every hash table; pass only this table's part "
             "(e.g. opt_state.tables.post) or use phoenix_lib.train.reset_table_rows"
         )
-    flat = slots.reshape(-1)
+    flat = rows.reshape(-1)
     target = jnp.where(flat < 0, table.shape[0], flat)
     scale = stddev if stddev is not None else 1.0 / np.sqrt(table.shape[1])
-    rows = jax.random.normal(key, (flat.shape[0], table.shape[1]), table.dtype) * scale
-    return table.at[target].set(rows, mode="drop"), zero_row_state(opt_state, slots, table.shape[0])
+    new = jax.random.normal(key, (flat.shape[0], table.shape[1]), table.dtype) * scale
+    return table.at[target].set(new, mode="drop"), zero_row_state(opt_state, rows, table.shape[0])
 
 
-def zero_row_state(opt_state, slots: jax.Array, num_rows: int):
-    """Zero ``slots`` (``-1`` ignored) in every leaf of ``opt_state`` with ``num_rows``
+def zero_row_state(opt_state, rows: jax.Array, num_rows: int):
+    """Zero ``rows`` (``-1`` ignored) in every leaf of ``opt_state`` with ``num_rows``
     entries along its first axis: one table's per-row optimizer state (see :func:`reset_rows`)."""
-    flat = slots.reshape(-1)
+    flat = rows.reshape(-1)
     target = jnp.where(flat < 0, num_rows, flat)
 
     def zero_rows(leaf):
@@ -798,7 +874,7 @@ def from_identities(identity, *, metadata=None, clock: int = 0, **settings) -> M
     )
     if live.size:
         slots = np.flatnonzero(identity >= 0)
-        found = np.asarray(lookup(state, live))
+        found = np.asarray(lookup(state, live)) - state.row_offset
         if not (found == slots).all():
             bad = live[found != slots][0]
             raise ValueError(

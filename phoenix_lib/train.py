@@ -161,8 +161,8 @@ def reset_table_rows(key: jax.Array, state: TrainState, table: str, rows) -> Tra
     """Re-draw ``rows`` of one hash table and zero its per-row optimizer state there.
 
     ``table`` is ``"user"``, ``"post"`` or ``"author"``; ``rows`` int ``[...]`` are rows of
-    that table (``-1`` ignored; behind an MPZCH table whose slot ``s`` owns row ``s + 1``,
-    pass ``evicted_slots + 1`` where a slot was evicted). The optimizer state is found by
+    that table, ``-1`` ignored: behind an MPZCH table made with ``padding_row=True``, the
+    ``evicted`` rows that :func:`phoenix_lib.mpzch.write` returns. The optimizer state is found by
     the table's name wherever the state mirrors the tables (optax's moments of the whole
     tree, or :class:`~phoenix_lib.optimizers.TableSparse`'s per-table state), so another
     table of the same size is never touched. See :func:`phoenix_lib.mpzch.reset_rows`.

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import phoenix_lib as pl
-from phoenix_lib import tables
+from phoenix_lib import mpzch, tables
 from phoenix_lib.config import demo_ranker_config, demo_retrieval_config
 from phoenix_lib.inputs import random_batch
 from phoenix_lib.transformer import apply_rotary, ffn_size
@@ -491,3 +491,44 @@ def test_batch_from_ids_names_the_argument_at_fault():
     for field, value, error, match in cases:
         with pytest.raises(error, match=match):
             pl.batch_from_ids(config, **{**good, field: value})
+
+
+def test_with_post_rows_puts_rows_in_and_refuses_rows_that_would_read_wrongly():
+    """MPZCH rows go into a one-hash batch; a -1 (no slot) or a row 0 for a real post (an
+    MPZCH table without padding_row) would be read as padding, and is refused."""
+    config = demo_ranker_config(
+        history_seq_len=3, candidate_seq_len=2, hash_config=pl.HashConfig(num_item_hashes=1)
+    )
+    history_mask = np.array([[True, True, False], [True, False, False]])
+    posts = np.array([[10, 11, 12, 13, 14], [15, 16, 17, 18, 19]], np.int64)
+    real = np.hstack([history_mask, np.ones((2, 2), bool)])
+    batch = pl.batch_from_ids(
+        config, user_ids=np.array([1, 2]), history_post_ids=posts[:, :3],
+        history_author_ids=posts[:, :3], history_actions=np.zeros((2, 3, 19)),
+        history_product_surface=np.zeros((2, 3), int), history_mask=history_mask,
+        candidate_post_ids=posts[:, 3:], candidate_author_ids=posts[:, 3:],
+        candidate_product_surface=np.zeros((2, 2), int), candidate_mask=np.ones((2, 2), bool),
+        num_buckets=(64, 64, 64),
+    )  # fmt: skip
+    zch = mpzch.create(31, padding_row=True)
+    zch, rows, _ = mpzch.write(zch, posts, 0, mask=real)
+    rows = np.asarray(rows)
+    out = pl.with_post_rows(batch, rows[:, :3], rows[:, 3:])
+    np.testing.assert_array_equal(out.history_post_hashes[..., 0], rows[:, :3])
+    np.testing.assert_array_equal(out.candidate_post_hashes[..., 0], rows[:, 3:])
+    assert (out.history_post_hashes[..., 0][~history_mask] == 0).all()
+    pl.validate_batch(config, out)
+    real_at_zero = rows[:, :3].copy()
+    real_at_zero[0, 0] = 0  # slot numbering (no padding_row): a real post on the padding row
+    cases = [
+        (real_at_zero, rows[:, 3:], "padding row"),
+        (np.where(history_mask, rows[:, :3], 5), rows[:, 3:], "padding row"),  # padding read
+        (rows[:, :3], np.where(rows[:, 3:] == rows[0, 3], -1, rows[:, 3:]), "no slot"),
+        (rows[:, :2], rows[:, 3:], "history_rows has shape"),
+    ]
+    for history, candidates, match in cases:
+        with pytest.raises(ValueError, match=match):
+            pl.with_post_rows(batch, history, candidates)
+    two_hashes = batch._replace(candidate_post_hashes=np.ones((2, 2, 2), np.int32))
+    with pytest.raises(ValueError, match="num_item_hashes=1"):
+        pl.with_post_rows(two_hashes, rows[:, :3], rows[:, 3:])

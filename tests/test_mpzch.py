@@ -40,11 +40,18 @@ def live_ids(state):
     return ident[ident >= 0], np.flatnonzero(ident >= 0)
 
 
+def reference_for(state):
+    """The sequential reference with ``state``'s settings (it numbers slots, not rows)."""
+    settings = state.settings()
+    del settings["padding_row"]
+    return SequentialTable(**settings)
+
+
 def assert_invariants(state):
     """Every live ID owns exactly one slot, inside its probe window (NumPy-side check)."""
     ids, slots = live_ids(state)
     assert np.unique(ids).size == ids.size
-    reference = SequentialTable(**state.settings())
+    reference = reference_for(state)
     for id_, slot in zip(ids.tolist(), slots.tolist(), strict=True):
         assert slot in reference.window(id_)
 
@@ -109,7 +116,7 @@ def test_batched_writes_keep_the_invariants(config, batches, steps):
         for i in np.unique(batch):
             assert np.unique(slots[batch == i]).size == 1
         # A collided ID gets its home slot (shared, not written), or -1 without fallback.
-        reference = SequentialTable(**table.settings())
+        reference = reference_for(table)
         for id_, slot in zip(batch[~owned].tolist(), slots[~owned].tolist(), strict=True):
             assert slot == (-1 if kw.get("disable_fallback") else reference.window(id_)[0])
         # Only expired slots are evicted, and only with eviction on.
@@ -476,3 +483,83 @@ def test_state_is_a_pytree_with_static_settings():
     rebuilt = jax.tree_util.tree_unflatten(treedef, leaves)
     assert dataclasses.asdict(rebuilt).keys() == dataclasses.asdict(table).keys()
     assert rebuilt.settings() == table.settings()
+
+
+@pytest.mark.parametrize("eviction", [None, "ttl", "lru"])
+def test_a_masked_write_equals_a_write_of_the_real_ids_alone(eviction):
+    """Padding (with any integer, -1 included) is neither written nor counted: the table,
+    its counters and the real IDs' slots equal those of a write of the real IDs only."""
+    rng = np.random.default_rng(3)
+    table = mpzch.create(256, max_probe=16, eviction=eviction, ttl_hours=2)
+    table, _, _ = mpzch.write(table, rng.integers(0, 400, 150), 0)  # some residents, some expired
+    ids = rng.integers(0, 400, (6, 30))
+    mask = rng.random(ids.shape) < 0.6
+    padded = np.where(mask, ids, -1)
+    masked, slots, evicted = mpzch.write(table, padded, 5, mask=mask)
+    alone, real_slots, real_evicted = mpzch.write(table, ids[mask], 5)
+    for a, b in zip(
+        jax.tree_util.tree_leaves(masked), jax.tree_util.tree_leaves(alone), strict=True
+    ):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(np.asarray(slots)[mask], real_slots)
+    np.testing.assert_array_equal(np.asarray(evicted)[mask], real_evicted)
+    assert (np.asarray(slots)[~mask] == -1).all() and (np.asarray(evicted)[~mask] == -1).all()
+    assert mpzch.counters(masked)["total"] == mpzch.counters(table)["total"] + mask.sum()
+    looked = np.asarray(mpzch.lookup(masked, padded, mask=mask))
+    np.testing.assert_array_equal(looked[mask], mpzch.lookup(masked, ids[mask]))
+    assert (looked[~mask] == -1).all()
+
+
+def test_padding_row_numbers_table_rows_and_masked_positions_read_the_padding_row(tmp_path):
+    """With padding_row every entry point returns slot + 1, masked positions give row 0
+    (which gather reads as zeros), and the setting survives save and load."""
+    ids = np.array([[11, 12, 13], [14, 11, 0]])
+    mask = np.array([[True, True, True], [True, True, False]])
+    slots_table, rows_table = (
+        mpzch.create(8, max_probe=2, eviction="ttl", ttl_hours=1, padding_row=p)
+        for p in (False, True)
+    )
+    for hour, batch in ((0, ids), (3, ids + 100)):  # hour 3: everything written at 0 expired
+        slots_table, slots, evicted_slots = mpzch.write(slots_table, batch, hour, mask=mask)
+        rows_table, rows, evicted_rows = mpzch.write(rows_table, batch, hour, mask=mask)
+        np.testing.assert_array_equal(np.asarray(rows)[mask], np.asarray(slots)[mask] + 1)
+        assert (np.asarray(rows)[~mask] == 0).all()
+        np.testing.assert_array_equal(
+            evicted_rows,
+            np.where(np.asarray(evicted_slots) >= 0, np.asarray(evicted_slots) + 1, -1),
+        )
+    assert (np.asarray(evicted_rows) > 0).any()
+    np.testing.assert_array_equal(mpzch.lookup(rows_table, batch, mask=mask), rows)
+    _, swept_slots = mpzch.sweep(slots_table, 9)
+    _, swept_rows = mpzch.sweep(rows_table, 9)
+    np.testing.assert_array_equal(swept_rows, np.where(swept_slots >= 0, swept_slots + 1, -1))
+    loaded = mpzch.load(mpzch.save(tmp_path / "rows", rows_table))
+    assert loaded.padding_row and loaded.settings() == rows_table.settings()
+    np.testing.assert_array_equal(mpzch.lookup(loaded, batch, mask=mask), rows)
+
+
+def test_a_stream_of_varying_batch_lengths_compiles_a_few_programs():
+    """50 batches of 1 to 1,000 IDs: host batches are padded to powers of two from 64, so
+    writes and lookups compile one program per length 64, 128, ..., 1024 at most."""
+    jitted = (mpzch._home, mpzch._write, mpzch._lookup)
+    table = mpzch.create(4096, eviction="ttl", ttl_hours=3)
+    before = [f._cache_size() for f in jitted]
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 1001, 50)
+    for hour, n in enumerate(lengths):
+        ids = rng.integers(0, 10**12, n)
+        table, rows, _ = mpzch.write(table, ids, hour)
+        np.testing.assert_array_equal(mpzch.lookup(table, ids), rows)
+    added = [f._cache_size() - b for f, b in zip(jitted, before, strict=True)]
+    assert max(added) <= 5, added
+    assert mpzch.counters(table)["total"] == lengths.sum()  # padding is not counted
+
+
+def test_mask_is_checked_by_name():
+    table = mpzch.create(16)
+    with pytest.raises(ValueError, match="mask's shape"):
+        mpzch.write(table, np.array([1, 2]), 0, mask=np.array([True]))
+    with pytest.raises(TypeError, match="bool"):
+        mpzch.lookup(table, np.array([1, 2]), mask=np.array([1, 0]))
+    with pytest.raises(ValueError, match="non-negative"):  # a real position is still checked
+        mpzch.write(table, np.array([-3, -1]), 0, mask=np.array([True, False]))

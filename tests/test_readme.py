@@ -4,10 +4,12 @@ import pathlib
 
 import numpy as np
 
+from phoenix_lib import mpzch
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def test_the_readme_recipe_trains_predicts_and_round_trips(tmp_path, monkeypatch):
+def test_the_readme_recipe_trains_with_mpzch_predicts_and_round_trips(tmp_path, monkeypatch):
     text = (ROOT / "README.md").read_text()
     block = text.split("<!-- recipe:begin -->")[1].split("<!-- recipe:end -->")[0]
     code = block.split("```python")[1].split("```")[0]
@@ -18,4 +20,8 @@ def test_the_readme_recipe_trains_predicts_and_round_trips(tmp_path, monkeypatch
     assert (tmp_path / "my_ranker.npz").exists()
     probabilities = np.asarray(scope["probabilities"])
     assert probabilities.shape == (32, 4, 19) and np.isfinite(probabilities).all()
-    assert np.isfinite(scope["losses"]).all() and int(scope["state"].step) == 60
+    assert np.isfinite(float(scope["loss"])) and int(scope["state"].step) == 60
+    # Posts went through MPZCH: the table filled, expired posts' rows were taken over, and
+    # the table came back from disk with its settings.
+    metrics = mpzch.metrics(scope["zch"])
+    assert metrics["eviction_rate"] > 0 and scope["zch"].padding_row
