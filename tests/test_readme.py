@@ -2,6 +2,7 @@
 
 import pathlib
 
+import jax
 import numpy as np
 
 from phoenix_lib import mpzch
@@ -16,7 +17,11 @@ def test_the_readme_recipe_trains_with_mpzch_predicts_and_round_trips(tmp_path, 
     assert len(code.strip().splitlines()) <= 40  # a recipe, not a program
     monkeypatch.chdir(tmp_path)  # it saves my_ranker.npz in the working folder
     scope = {}
-    exec(compile(code, "README.md recipe", "exec"), scope)
+    cache = jax.config.jax_compilation_cache_dir
+    try:
+        exec(compile(code, "README.md recipe", "exec"), scope)
+    finally:  # the recipe points the cache at a folder of its own; the suite keeps its own
+        jax.config.update("jax_compilation_cache_dir", cache)
     assert (tmp_path / "my_ranker.npz").exists()
     probabilities = np.asarray(scope["probabilities"])
     assert probabilities.shape == (32, 4, 19) and np.isfinite(probabilities).all()
