@@ -9,7 +9,8 @@ NOTEBOOKS := $(patsubst chapters/%.md,notebooks/%.ipynb,$(CHAPTERS))
 # tests and a reader's own runs leave figures/ untouched.
 FIGURES_ENV := PHOENIX_FIGURES_DIR=$(CURDIR)/figures
 # Each chapter's headline numbers (phoenix_lib.results.record) go to _build/metrics/NN_slug.json
-# when the book is built or tested; `python -m benchmarks.headlines` makes tables of them.
+# when the book is built or tested; `python -m benchmarks.report` makes the tables of RESULTS.md
+# and the README from them and from the benchmarks' records (benchmarks/results/).
 METRICS_ENV := PHOENIX_METRICS_DIR=$(CURDIR)/_build/metrics
 # glibc serves blocks of 32 MiB and more with a fresh mmap and unmaps them on free, so
 # every training step of Chapter 5 (its 2**18-row post table) re-faults its gradient and
@@ -52,7 +53,7 @@ notebooks/%.ipynb: chapters/%.md $(STAMP) $(wildcard phoenix_lib/*.py)
 	$(FIGURES_ENV) $(METRICS_ENV) $(BIN)/jupytext --to ipynb --execute --run-path chapters --output $@ $<
 
 book: $(NOTEBOOKS)
-	$(BIN)/python -m benchmarks.headlines
+	$(BIN)/python -m benchmarks.report
 
 figures: $(STAMP)
 	@for c in $(CHAPTERS); do \
@@ -96,6 +97,7 @@ bench: $(STAMP)
 	for b in serving mpzch training ablations pipeline book; do \
 	  JAX_ENABLE_COMPILATION_CACHE=false $(BIN)/python -m benchmarks.$$b || exit 1; \
 	done
+	$(BIN)/python -m benchmarks.report
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -12,6 +12,7 @@ suffix and uses the same file: ``ckpt`` means ``ckpt.npz``.
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 from collections.abc import Mapping
@@ -73,12 +74,29 @@ def load_params(path: str | os.PathLike) -> dict[str, dict[str, np.ndarray]]:
         return unflatten_params({key: data[key] for key in data.files})
 
 
+def _settings(tree) -> dict[str, str]:
+    """The static settings of every MPZCH table in ``tree``, by key (``<path>.settings``):
+    they are part of the tree's structure, not of its arrays, so they are stored beside."""
+    from phoenix_lib.mpzch import MpzchState  # mpzch imports this module
+
+    tables = jax.tree_util.tree_flatten_with_path(
+        tree, is_leaf=lambda node: isinstance(node, MpzchState)
+    )[0]
+    return {
+        f"{jax.tree_util.keystr(path)}.settings": json.dumps(node.settings(), sort_keys=True)
+        for path, node in tables
+        if isinstance(node, MpzchState)
+    }
+
+
 def save_state(path: str | os.PathLike, state) -> pathlib.Path:
-    """Write any pytree of arrays (e.g. a ``TrainState``) to ``path`` (.npz), keyed by path;
-    returns the path written."""
+    """Write any pytree of arrays (e.g. a ``TrainState``, or ``(state, mpzch_table)``) to
+    ``path`` (.npz), keyed by path, with every MPZCH table's settings; returns the path."""
     path = npz_path(path)
     leaves = jax.tree_util.tree_flatten_with_path(state)[0]
-    np.savez(path, **{jax.tree_util.keystr(k): np.asarray(jax.device_get(v)) for k, v in leaves})
+    arrays = {jax.tree_util.keystr(k): np.asarray(jax.device_get(v)) for k, v in leaves}
+    settings = {key: np.array(value) for key, value in _settings(state).items()}
+    np.savez(path, **arrays, **settings)
     return path
 
 
@@ -88,17 +106,26 @@ def load_state(path: str | os.PathLike, like):
     state, which costs no computation).
 
     Raises:
-      ValueError: the file's keys, shapes or dtypes differ from ``like``'s.
+      ValueError: the file's keys, shapes or dtypes differ from ``like``'s, or an MPZCH
+        table's settings (``padding_row``, ``eviction``, ...) differ from the template's.
     """
     path = npz_path(path)
     leaves, treedef = jax.tree_util.tree_flatten_with_path(like)
+    settings = _settings(like)
     with np.load(path, allow_pickle=False) as data:
         keys = [jax.tree_util.keystr(k) for k, _ in leaves]
-        if sorted(keys) != sorted(data.files):
+        if sorted(keys + list(settings)) != sorted(data.files):
             raise ValueError(
-                f"{path} holds keys {sorted(set(data.files) ^ set(keys))} "
+                f"{path} holds keys {sorted(set(data.files) ^ (set(keys) | set(settings)))} "
                 "that the template does not (or the reverse)"
             )
+        for key, expected in settings.items():
+            saved = str(data[key])
+            if saved != expected:
+                raise ValueError(
+                    f"{key}: the file's MPZCH table has settings {saved}, the template's "
+                    f"{expected}; make the template with the saved settings"
+                )
         values = []
         for key, (_, template) in zip(keys, leaves, strict=True):
             value = data[key]

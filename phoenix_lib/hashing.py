@@ -170,8 +170,9 @@ def ids_and_mask(ids, mask, name: str = "ids") -> tuple[np.ndarray, np.ndarray]:
         raise TypeError(f"the mask of {name} must be a bool array, got dtype {mask.dtype}")
     if mask.shape != np.shape(ids):
         raise ValueError(f"the mask's shape {mask.shape} differs from {name}'s {np.shape(ids)}")
-    if isinstance(ids, np.ndarray | jax.Array) and np.issubdtype(ids.dtype, np.integer):
-        ids = np.where(mask, np.asarray(ids), 0).astype(ids.dtype)
+    array = np.asarray(ids)  # Python ints beyond int64 give an object array, checked as is
+    if np.issubdtype(array.dtype, np.integer):
+        ids = np.where(mask, array, 0).astype(array.dtype)
     return u64.validate_ids(ids, name), mask
 
 

@@ -336,14 +336,17 @@ def with_post_rows(batch: RecsysBatch, history_rows, candidate_rows) -> RecsysBa
         _check_shape(name, rows, hashes.shape[:-1])
         if rows.size and rows.min() < 0:
             raise ValueError(
-                f"{name} holds row {rows.min()}: an ID with no row (an MPZCH table with "
-                "disable_fallback=True found no slot for it); drop it or mask it"
+                f"{name} holds row {rows.min()}, which is no row: an MPZCH table made without "
+                "padding_row=True answers -1 at masked positions (make it with "
+                "padding_row=True), and one with disable_fallback=True answers -1 for an ID "
+                "it found no slot for (drop or mask that ID)"
             )
         padded = hashes[..., 0] == 0
         if ((rows == 0) != padded).any():
             raise ValueError(
                 f"{name} must be 0 (the padding row) exactly where the batch is padded: "
-                "write padded positions with mask= (mpzch.write) or zero them"
+                "MPZCH tables made with padding_row=True number slots from row 1 and give "
+                "row 0 to the positions write/lookup were told to mask (mask=)"
             )
         fields[field] = rows[..., None].astype(np.int32)
     return batch._replace(**fields)

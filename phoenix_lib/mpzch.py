@@ -44,7 +44,8 @@ Write rule for one ID ``x`` at hour ``now`` (FBGEMM's, with ``ttl`` per call or 
 3. Otherwise a **collision**: the home slot is returned and shared (the table is
    not changed), or ``-1`` with ``disable_fallback=True``.
 
-Batches. Duplicated IDs are served once (by their first position). Every
+Batches. Duplicated IDs are served once (by their first position), with the latest
+expiry of their copies. Every
 resident ID of the batch is a hit first, so its slot is fresh before any
 eviction is considered. The misses then go in rounds: each picks its slot by
 rule 2 against the current table; when several pick the same slot, the lowest
@@ -164,7 +165,9 @@ def create(
       num_buckets: equal contiguous ranges; must divide ``num_slots``.
       eviction: ``None``, ``"ttl"`` or ``"lru"``.
       ttl_hours: default time to live of a written ID (``write`` may override it
-        per ID), ``>= 0``; used only with eviction.
+        per ID), ``>= 0``; used only with eviction. An ID written at hour ``h`` expires
+        after hour ``h + ttl_hours``: from hour ``h + ttl_hours + 1`` on, a newcomer may
+        take its slot (so ``0`` keeps it for the hour it was written).
       disable_fallback: return ``-1`` instead of the shared home slot when no slot
         can be found.
       padding_row: put the table in front of an embedding table of ``num_slots + 1``
@@ -550,6 +553,9 @@ def _write(state: MpzchState, x: U64, base, home, valid, now: jax.Array, ttl: ja
     hit, hit_slot = _find(state, x, base, home, valid)
     leader = _first_occurrence(x, valid & ~hit)  # every copy of a resident ID is a hit anyway
     new = valid & ~hit & (leader == pos)
+    # A new ID's expiry is the latest of its copies', as a resident's (below) is.
+    copies = jnp.where(valid & ~hit, leader, n)
+    latest = jnp.full(n, jnp.iinfo(jnp.int32).min).at[copies].max(expiry, mode="drop")
     if state.eviction is not None:  # refresh every hit before any eviction is considered
         metadata = state.metadata.at[jnp.where(hit, hit_slot, state.num_slots)].max(
             expiry, mode="drop"
@@ -567,7 +573,7 @@ def _write(state: MpzchState, x: U64, base, home, valid, now: jax.Array, ttl: ja
             mine = new[rows] & (rows < n)
             state, *parts = _place(
                 state, U64(x.hi[rows], x.lo[rows]), base[rows], home[rows], rows, mine, now,
-                expiry[rows],
+                latest[rows],
             )  # fmt: skip
             back = jnp.where(mine, rows, n)
             wholes = (kind, slot, age)
@@ -631,17 +637,18 @@ def _ids_as_words(ids, mask) -> tuple[U64, tuple[int, ...], jax.Array]:
     """
     if isinstance(ids, U64):
         shape = tuple(ids.lo.shape)
-        if not isinstance(ids.hi, jax.core.Tracer) and ids.hi.size:
-            top = int(np.asarray(ids.hi).max())
-            if top >= 2**31:
-                raise ValueError(
-                    "ids must be non-negative int64 values: a word-form ID has its top bit "
-                    "set (-1 marks an empty slot and is not an ID)"
-                )
         valid = jnp.ones(shape, bool) if mask is None else jnp.asarray(mask)
         if valid.shape != shape or valid.dtype != jnp.bool_:
             raise ValueError(f"mask must be bool {list(shape)} like ids, got {valid.dtype}"
                              f"{list(valid.shape)}")  # fmt: skip
+        concrete = not isinstance(ids.hi, jax.core.Tracer) and not isinstance(
+            valid, jax.core.Tracer
+        )
+        if concrete and (np.asarray(ids.hi)[np.asarray(valid)] >= 2**31).any():
+            raise ValueError(
+                "ids must be non-negative int64 values: a word-form ID has its top bit "
+                "set (-1 marks an empty slot and is not an ID)"
+            )
         return U64(jnp.ravel(ids.hi), jnp.ravel(ids.lo)), shape, jnp.ravel(valid)
     if isinstance(ids, jax.core.Tracer):
         raise TypeError("inside jax.jit pass ids in word form (phoenix_lib.u64.U64)")
@@ -766,7 +773,6 @@ def sweep(state: MpzchState, now_hour):
 # ------------------------------------------------------------------ rows behind the table
 
 
-@functools.partial(jax.jit, static_argnames=("stddev",))
 def reset_rows(
     key: jax.Array,
     table: jax.Array,
@@ -799,7 +805,23 @@ def reset_rows(
 
     Returns:
       ``(table, opt_state)``.
+
+    Raises:
+      ValueError: a row past the table (checked when ``rows`` holds values): a table in
+        front of which sits an MPZCH table with ``padding_row`` needs ``num_slots + 1`` rows.
     """
+    rows = jnp.asarray(rows)
+    if not isinstance(rows, jax.core.Tracer) and rows.size and int(rows.max()) >= table.shape[0]:
+        raise ValueError(
+            f"rows holds row {int(rows.max())}, past the table's {table.shape[0]} rows (an MPZCH "
+            "table made with padding_row=True numbers rows 1 to num_slots: its embedding "
+            "table needs num_slots + 1 rows)"
+        )
+    return _reset_rows(key, table, rows, opt_state, stddev=stddev)
+
+
+@functools.partial(jax.jit, static_argnames=("stddev",))
+def _reset_rows(key, table, rows, opt_state, *, stddev):
     nodes = jax.tree_util.tree_leaves(opt_state, is_leaf=lambda n: isinstance(n, HashTables))
     if any(isinstance(node, HashTables) for node in nodes):
         raise TypeError(

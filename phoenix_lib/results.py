@@ -6,7 +6,7 @@ closed, an AUC, an interval's bound). When the environment variable
 ``_build/metrics``), the number is merged into ``<folder>/<chapter>.json``, one flat
 JSON object of name to number; otherwise nothing is written. The tables of
 ``benchmarks/RESULTS.md`` and the README are made from these files
-(``python -m benchmarks.headlines``), never copied by hand.
+(``python -m benchmarks.report``), never copied by hand.
 """
 
 from __future__ import annotations

@@ -563,3 +563,43 @@ def test_mask_is_checked_by_name():
         mpzch.lookup(table, np.array([1, 2]), mask=np.array([1, 0]))
     with pytest.raises(ValueError, match="non-negative"):  # a real position is still checked
         mpzch.write(table, np.array([-3, -1]), 0, mask=np.array([True, False]))
+
+
+def test_copies_of_a_new_id_take_the_latest_expiry_as_a_residents_do():
+    table = mpzch.create(8, eviction="ttl", ttl_hours=1)
+    new, rows, _ = mpzch.write(table, np.array([7, 7]), 0, ttl_hours=np.array([1, 10]))
+    assert int(np.asarray(new.metadata)[int(rows[0])]) == 10  # not the first copy's 1
+    again, _, _ = mpzch.write(new, np.array([7, 7]), 0, ttl_hours=np.array([1, 20]))
+    assert int(np.asarray(again.metadata)[int(rows[0])]) == 20
+
+
+def test_masked_positions_may_hold_minus_one_in_every_input_form():
+    table = mpzch.create(16, padding_row=True)
+    mask = np.array([True, False])
+    words = u64.from_numpy(np.array([5, -1]).view(np.uint64))
+    for ids, m in (([5, -1], mask), (np.array([5, -1]), mask), (words, jnp.asarray(mask))):
+        _, rows, _ = mpzch.write(table, ids, 0, mask=m)
+        assert int(rows[1]) == 0 and int(rows[0]) > 0
+
+
+def test_reset_rows_refuses_a_row_past_the_table():
+    # An 8-slot table made with padding_row numbers rows 1 to 8: 8 rows are one too few.
+    with pytest.raises(ValueError, match="num_slots \\+ 1 rows"):
+        mpzch.reset_rows(jax.random.key(0), jnp.zeros((8, 4)), jnp.array([-1, 8]))
+
+
+def test_a_saved_table_loads_only_into_a_template_with_its_settings(tmp_path):
+    from phoenix_lib import checkpoint
+
+    settings = {"eviction": "ttl", "ttl_hours": 12, "padding_row": True, "max_probe": 4}
+    table, rows, _ = mpzch.write(mpzch.create(64, **settings), np.arange(1000, 1020), 3)
+    checkpoint.save_state(tmp_path / "z", {"post": table})
+
+    def template(**changed):
+        return jax.eval_shape(lambda: {"post": mpzch.create(64, **{**settings, **changed})})
+
+    loaded = checkpoint.load_state(tmp_path / "z", like=template())["post"]
+    np.testing.assert_array_equal(mpzch.lookup(loaded, np.arange(1000, 1020)), rows)
+    for changed in ({"padding_row": False}, {"eviction": None}, {"ttl_hours": 6}):
+        with pytest.raises(ValueError, match="settings"):
+            checkpoint.load_state(tmp_path / "z", like=template(**changed))

@@ -52,26 +52,45 @@ def test_bad_records_are_refused(monkeypatch, tmp_path, chapter, name, value, me
     assert list(tmp_path.iterdir()) == []
 
 
-def test_headlines_table_replaces_only_its_block(monkeypatch, tmp_path):
-    from benchmarks import headlines
+def test_report_rewrites_the_blocks_it_has_measurements_for(monkeypatch, tmp_path):
+    """Recorded chapter numbers and a benchmark record become tables and goal rows; a
+    block with nothing measured keeps its text; a broken block is refused."""
+    from benchmarks import report
 
     monkeypatch.setenv("PHOENIX_METRICS_DIR", str(tmp_path / "m"))
     results.record(CHAPTER, "pooled_ne_gap_closed", 0.4816)
     results.record("07_freshness", "fresh_gain_ci_low", 0.0012)
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    machine = {"date": "2026-12-04", "backend": "cpu", "device": "cpu", "cpu_count": 2,
+               "python": "3.11.7", "jax": "0.10.2", "host": "x86_64"}  # fmt: skip
+    summary = {"lookup_vs_fbgemm": 1.25, "fbgemm_same_slots": True, "write_ttl_ids_per_s": 2.5e6}
+    row = {"operation": "lookup", "implementation": "phoenix_lib (JAX)", "ids_per_s": 1.2e7,
+           "ms_per_batch": 5.4, "note": ""}  # fmt: skip
+    record = {"machine": machine, "rows": [row], "summary": summary}
+    (runs / "mpzch-cpu.json").write_text(json.dumps(record))
+    blocks = ("headlines", "goals", "mpzch", "serving")
     target = tmp_path / "RESULTS.md"
-    readme = tmp_path / "README.md"
-    for path in (target, readme):
-        path.write_text(f"before\n{headlines.BEGIN}\nold\n{headlines.END}\nafter\n")
-    headlines.main(["--metrics", str(tmp_path / "m"), "--target", str(target), str(readme)])
-    ne, gain = (headlines.MEANINGS[n] for n in ("04.pooled_ne_gap_closed", "07.fresh_gain_ci_low"))
-    for path in (target, readme):
-        assert path.read_text() == (
-            f"before\n{headlines.BEGIN}\n| recorded number | meaning | value |\n"
-            f"| --- | --- | ---: |\n| `04.pooled_ne_gap_closed` | {ne} | 0.4816 |\n"
-            f"| `07.fresh_gain_ci_low` | {gain} | 0.0012 |\n{headlines.END}\nafter\n"
-        )
-    target.write_text("no markers\n")
+    target.write_text("".join(f"<!-- {b}:begin -->\nold\n<!-- {b}:end -->\n" for b in blocks))
+    report.main(["--metrics", str(tmp_path / "m"), "--results", str(runs), "--target", str(target)])
+    text = target.read_text()
+    ne, gain = (report.MEANINGS[n] for n in ("04.pooled_ne_gap_closed", "07.fresh_gain_ci_low"))
+    assert (
+        "<!-- headlines:begin -->\n| recorded number | meaning | value |\n"
+        f"| --- | --- | ---: |\n| `04.pooled_ne_gap_closed` | {ne} | 0.4816 |\n"
+        f"| `07.fresh_gain_ci_low` | {gain} | 0.0012 |\n<!-- headlines:end -->"
+    ) in text
+    assert (
+        "half of the base-rate-to-oracle gap | 48.2% (target 50.0%): **not met**, by 1.8 points"
+        in text
+    )
+    assert "1.25x FBGEMM's rate, same slots: True: met" in text
+    assert "2.50 M (target 3.00 M): **not met**, by 0.50 M" in text
+    assert "| CPU | lookup | phoenix_lib (JAX) | 12 | 5.40 |  |" in text
+    assert "<!-- serving:begin -->\nold\n<!-- serving:end -->" in text  # nothing measured
+    assert "Chapter 5" not in text  # a goal without its numbers is left out
+    target.write_text("<!-- goals:begin -->\nno end\n")
     with pytest.raises(ValueError, match="needs one"):
-        headlines.main(["--metrics", str(tmp_path / "m"), "--target", str(target)])
-    with pytest.raises(SystemExit):
-        headlines.main(["--metrics", str(tmp_path / "empty"), "--target", str(target)])
+        report.main(
+            ["--metrics", str(tmp_path / "m"), "--results", str(runs), "--target", str(target)]
+        )

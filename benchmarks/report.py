@@ -1,0 +1,375 @@
+"""The generated tables of RESULTS.md and the README, from what was measured.
+
+Two sources: the benchmarks' records (``benchmarks/results/<subject>-<backend>.json``,
+written by ``benchmarks.common.save``) and the numbers each chapter records
+(:func:`phoenix_lib.results.record`, in ``_build/metrics`` after ``make book``). Each
+table lives between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->`` in a target file;
+this script rewrites every block it has data for and says which it kept. Nothing in
+those blocks is edited by hand. ``make book`` and ``make bench`` run it.
+
+    python -m benchmarks.report [--metrics DIR] [--results DIR] [--target FILE ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import statistics
+from collections.abc import Callable
+
+from benchmarks.book import CHAPTER_LIMIT_S, SUITE_LIMIT_S
+from phoenix_lib import results
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+# What each recorded number means, for the reader of the table ("gap": the share of the
+# way from the trivial baseline to the oracle that a model covers).
+MEANINGS = {
+    "04.pooled_ne_gap_closed": "Ch. 4: pooled NE, gap closed from base rates to oracle",
+    "04.favorite_auc_gap_closed": "Ch. 4: favorite AUC, gap closed from popularity to oracle",
+    "04.no_history_pooled_ne_gap_closed": "Ch. 4: pooled NE gap closed without the history",
+    "04.max_action_ne": "Ch. 4: the worst action's NE (1 = its base rate)",
+    "04.oracle_favorite_auc": "Ch. 4: the oracle's favorite AUC (how separable the world is)",
+    "05.recall_at_1000_of_oracle": "Ch. 5: the towers' recall@1000 as a share of the oracle's",
+    "05.feed_gap_closed": "Ch. 5: the feed, gap closed from retrieved mean to oracle feed",
+    "07.ne_gap_closed.hashing": "Ch. 7: last day's NE gap closed, one hash (3 seeds' mean)",
+    "07.ne_gap_closed.two_hashes": "Ch. 7: the same, two hashes",
+    "07.ne_gap_closed.mpzch": "Ch. 7: the same, MPZCH",
+    "07.ne_gap_closed.mpzch_reset": "Ch. 7: the same, MPZCH with reset",
+    "07.fresh_gain_ci_low": "Ch. 7: fresh NE gain, MPZCH + reset over hashing, 95% low end",
+}
+
+
+def markdown(header: list[str], rows: list[list], align: str | None = None) -> str:
+    """A Markdown table; ``align`` is one character per column, ``l`` or ``r``."""
+    align = align or "l" * len(header)
+    rule = ["---:" if a == "r" else "---" for a in align]
+    lines = [header, rule, *[[str(c) for c in row] for row in rows]]
+    return "\n".join("| " + " | ".join(line) + " |" for line in lines)
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+# ------------------------------------------------------------------------------ tables
+
+
+def headlines(metrics: dict, runs: dict) -> str | None:
+    """The chapters' recorded numbers: ``name | meaning | value``."""
+    if not metrics:
+        return None
+    rows = [[f"`{k}`", MEANINGS.get(k, ""), f"{v:.4g}"] for k, v in sorted(metrics.items())]
+    return markdown(["recorded number", "meaning", "value"], rows, "llr")
+
+
+def machines(metrics: dict, runs: dict) -> str | None:
+    """Where and when each benchmark record was measured."""
+    rows = []
+    for name, run in sorted(runs.items()):
+        m = run["machine"]
+        device = f"CPU, {m['cpu_count']} cores" if m["backend"] == "cpu" else m["device"]
+        rows.append([f"`results/{name}.json`", m["date"], device, m["python"], m["jax"]])
+    return markdown(["record", "measured", "device", "Python", "JAX"], rows) if rows else None
+
+
+def serving(metrics: dict, runs: dict) -> str | None:
+    rows = []
+    for backend in ("cpu", "gpu"):
+        run = runs.get(f"serving-{backend}")
+        for r in run["rows"] if run else []:
+            speedup = "" if r["path"] == "masked" else f"{r['speedup']:.1f}x"
+            rows.append([
+                backend.upper(), r["candidates"], r["path"], f"{r['ms_per_request']:,.1f}",
+                f"{r['candidates_per_s']:,.0f}", f"{r['temp_mib']:,.1f}", speedup,
+                f"{r['max_rel_diff']:.1e}",
+            ])  # fmt: skip
+    header = ["device", "C", "path", "ms / request", "candidates / s", "temp MiB", "speed-up",
+              "max rel. diff"]  # fmt: skip
+    return markdown(header, rows, "lrlrrrrr") if rows else None
+
+
+def mpzch(metrics: dict, runs: dict) -> str | None:
+    rows = []
+    for backend in ("cpu", "gpu"):
+        run = runs.get(f"mpzch-{backend}")
+        for r in run["rows"] if run else []:
+            rows.append([
+                backend.upper(), r["operation"], r["implementation"],
+                f"{r['ids_per_s'] / 1e6:,.3g}", f"{r['ms_per_batch']:,.2f}", r["note"],
+            ])  # fmt: skip
+    header = ["device", "operation", "implementation", "M IDs / s", "ms / batch", "note"]
+    return markdown(header, rows, "lllrrl") if rows else None
+
+
+def training(metrics: dict, runs: dict) -> str | None:
+    rows = []
+    for backend in ("cpu", "gpu"):
+        run = runs.get(f"training-{backend}")
+        for r in run["rows"] if run else []:
+            rows.append([
+                backend.upper(), r["model"], r.get("tables", "dense"), f"{r['ms_per_step']:.1f}",
+                f"{r['examples_per_s']:,.0f}", f"{r['ms_per_batch_of_data']:.1f}",
+                f"{r['compile_s']:.1f}",
+            ])  # fmt: skip
+    header = ["device", "model", "tables", "ms / step", "examples / s", "ms to make a batch",
+              "compile s"]  # fmt: skip
+    return markdown(header, rows, "lllrrrr") if rows else None
+
+
+def _by_variant(run: dict, keys: dict[str, Callable]) -> list[list]:
+    """Per variant: each key's mean over seeds, then its seeds' values, as ``keys[key]``
+    shows them."""
+    variants: dict[str, list[dict]] = {}
+    for r in run["rows"]:
+        variants.setdefault(r["variant"], []).append(r)
+    out = []
+    for variant, rs in variants.items():
+        cells = [variant, len(rs)]
+        for key, show in keys.items():
+            values = [r[key] for r in rs]
+            seeds = ", ".join(show(v) for v in values)
+            cells.append(f"{show(statistics.mean(values))} ({seeds})")
+        out.append(cells)
+    return out
+
+
+def ablations(metrics: dict, runs: dict) -> str | None:
+    run = runs.get("ablations-cpu")
+    if not run:
+        return None
+    rows = _by_variant(run, {"ne_gap_closed": pct, "auc_gap_closed": pct})
+    for row in rows:
+        s = run["summary"][row[0]]
+        cost = f"{s['pooled_ne_cost_vs_full']:+.4f} ({s['cost_min']:+.4f} to {s['cost_max']:+.4f})"
+        row.append("" if row[0] == "full" else cost)
+    header = ["variant", "seeds", "pooled NE gap closed: mean (by seed)",
+              "favorite AUC gap closed", "pooled NE cost against full (seeds' range)"]  # fmt: skip
+    return markdown(header, rows, "lrrrr")
+
+
+def pipeline(metrics: dict, runs: dict) -> str | None:
+    run = runs.get("pipeline-cpu")
+    if not run:
+        return None
+    rows = _by_variant(run, {"gap_closed": pct, "ndcg_at_10": "{:.3f}".format})
+    header = ["ranker trained on", "seeds", "feed gap closed: mean (by seed)", "NDCG@10"]
+    return markdown(header, rows, "lrrr")
+
+
+def book(metrics: dict, runs: dict) -> str | None:
+    run = runs.get("book-cpu")
+    if not run:
+        return None
+    rows = [[r["chapter"], f"{r['seconds']:.0f}", f"{r['warm_seconds']:.0f}"] for r in run["rows"]]
+    return markdown(["chapter", "s, cache empty", "s, cache warm"], rows, "lrr")
+
+
+# ------------------------------------------------------------------------------- goals
+
+
+def _verdict(met: bool) -> str:
+    return "met" if met else "**not met**"
+
+
+def _by(margin: float, show) -> str:
+    """How far a result is from its goal, in the goal's unit (a share's in points)."""
+    return f"by {100 * abs(margin):.1f} points" if show is pct else f"by {show(abs(margin))}"
+
+
+def _at_least(value: float, target: float, show=pct) -> str:
+    margin = value - target
+    return f"{show(value)} (target {show(target)}): {_verdict(margin >= 0)}, {_by(margin, show)}"
+
+
+def _at_most(value: float, target: float, show) -> str:
+    margin = target - value
+    return f"{show(value)} (limit {show(target)}): {_verdict(margin >= 0)}, {_by(margin, show)}"
+
+
+def _times(x: float) -> str:
+    return f"{x:.2f}x"
+
+
+def _seconds(x: float) -> str:
+    return f"{x:.0f} s"
+
+
+def _widens(run: dict) -> str:
+    by = run["summary"]["speedup_by_candidates"]
+    listed = ", ".join(f"{s:.1f}x at C = {c}" for c, s in by.items())
+    return f"{listed}: {_verdict(run['summary']['speedup_widens'])}"
+
+
+def _fbgemm(summary: dict) -> str:
+    ratio, same = summary["lookup_vs_fbgemm"], summary["fbgemm_same_slots"]
+    return f"{_times(ratio)} FBGEMM's rate, same slots: {same}: {_verdict(ratio >= 1 and same)}"
+
+
+# Each goal: (text, the records it needs, how the result is computed from them).
+GOALS: list[tuple[str, tuple[str, ...], Callable]] = [
+    (
+        "serving: the isolated path >= 10x faster than the masked one at C = 2048 (CPU)",
+        ("serving-cpu",),
+        lambda m, r: _at_least(r["serving-cpu"]["summary"]["speedup_at_2048"], 10, _times),
+    ),
+    (
+        "serving: the gap widens with C",
+        ("serving-cpu",),
+        lambda m, r: _widens(r["serving-cpu"]),
+    ),
+    (
+        "serving: both paths' outputs equal within 1e-5 (relative)",
+        ("serving-cpu",),
+        lambda m, r: _at_most(r["serving-cpu"]["summary"]["max_rel_diff"], 1e-5, "{:.1e}".format),
+    ),
+    (
+        "MPZCH: lookups at least as fast as FBGEMM's CPU op, same slots",
+        ("mpzch-cpu",),
+        lambda m, r: _fbgemm(r["mpzch-cpu"]["summary"]),
+    ),
+    (
+        "MPZCH: writes with TTL eviction >= 3 M IDs / s (CPU)",
+        ("mpzch-cpu",),
+        lambda m, r: _at_least(
+            r["mpzch-cpu"]["summary"]["write_ttl_ids_per_s"] / 1e6, 3, "{:.2f} M".format
+        ),
+    ),
+    (
+        "training: the towers' step with row-sparse tables >= 3x faster than dense (CPU)",
+        ("training-cpu",),
+        lambda m, r: _at_least(
+            r["training-cpu"]["summary"]["two towers (Ch. 5), row-wise Adagrad"][
+                "speedup_over_dense"
+            ],
+            3,
+            _times,
+        ),
+    ),
+    (
+        "Chapter 4: pooled NE closes >= half of the base-rate-to-oracle gap",
+        ("04.pooled_ne_gap_closed",),
+        lambda m, r: _at_least(m["04.pooled_ne_gap_closed"], 0.5),
+    ),
+    (
+        "Chapter 4: favorite AUC closes >= half of the popularity-to-oracle gap",
+        ("04.favorite_auc_gap_closed",),
+        lambda m, r: _at_least(m["04.favorite_auc_gap_closed"], 0.5),
+    ),
+    (
+        "Chapter 4: no action's NE above 1",
+        ("04.max_action_ne",),
+        lambda m, r: _at_most(m["04.max_action_ne"], 1, "{:.3f}".format),
+    ),
+    (
+        "Chapter 4: the no-history model closes <= 2/3 of what the full model closes",
+        ("04.no_history_pooled_ne_gap_closed", "04.pooled_ne_gap_closed"),
+        lambda m, r: _at_most(
+            m["04.no_history_pooled_ne_gap_closed"] / m["04.pooled_ne_gap_closed"], 2 / 3, pct
+        ),
+    ),
+    (
+        "Chapter 5: the towers' recall@1000 >= 40% of the oracle's",
+        ("05.recall_at_1000_of_oracle",),
+        lambda m, r: _at_least(m["05.recall_at_1000_of_oracle"], 0.4),
+    ),
+    (
+        "Chapter 5: the feed closes >= 40% of the gap from the retrieved mean to the oracle feed",
+        ("05.feed_gap_closed",),
+        lambda m, r: _at_least(m["05.feed_gap_closed"], 0.4),
+    ),
+    (
+        "Chapter 7: every method closes >= 30% of the gap (last day, pooled NE; worst shown)",
+        ("07.ne_gap_closed.hashing",),
+        lambda m, r: _at_least(
+            min(v for k, v in m.items() if k.startswith("07.ne_gap_closed.")), 0.3
+        ),
+    ),
+    (
+        "Chapter 7: the 95% interval of the fresh-post NE gain of MPZCH + reset over "
+        "hashing lies above 0 (3 seeds)",
+        ("07.fresh_gain_ci_low",),
+        lambda m, r: _at_least(m["07.fresh_gain_ci_low"], 0, "{:+.4f}".format),
+    ),
+    (
+        "book: `make test` within 15 minutes, cache empty (2 cores)",
+        ("book-cpu",),
+        lambda m, r: _at_most(r["book-cpu"]["summary"]["suite_wall_s"], SUITE_LIMIT_S, _seconds),
+    ),
+    (
+        "book: no chapter over 150 s, cache empty (slowest shown)",
+        ("book-cpu",),
+        lambda m, r: _at_most(
+            r["book-cpu"]["summary"]["slowest_chapter_s"], CHAPTER_LIMIT_S, _seconds
+        ),
+    ),
+]
+
+
+def goals(metrics: dict, runs: dict) -> str | None:
+    """Every goal whose records are present: its result and whether it is met."""
+    rows = []
+    for text, needs, result in GOALS:
+        if all(n in metrics or n in runs for n in needs):
+            rows.append([text, result(metrics, runs)])
+    return markdown(["goal", "latest result"], rows) if rows else None
+
+
+BLOCKS = {
+    "machines": machines,
+    "goals": goals,
+    "headlines": headlines,
+    "serving": serving,
+    "mpzch": mpzch,
+    "training": training,
+    "ablations": ablations,
+    "pipeline": pipeline,
+    "book": book,
+}
+
+
+def rewrite(text: str, name: str, table: str) -> str:
+    """``text`` with the block ``name`` (between its markers) replaced by ``table``."""
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    if text.count(begin) != 1 or text.count(end) != 1 or text.index(begin) > text.index(end):
+        raise ValueError(f"block {name!r} needs one {begin} followed by one {end}")
+    head, rest = text.split(begin)
+    _, tail = rest.split(end)
+    return f"{head}{begin}\n{table}\n{end}{tail}"
+
+
+def load_runs(folder: pathlib.Path) -> dict[str, dict]:
+    """Every benchmark record in ``folder``, by file stem (``serving-cpu``)."""
+    return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*-*.json"))}
+
+
+def main(argv=None) -> dict[str, str]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--metrics", type=pathlib.Path, default=ROOT / "_build" / "metrics")
+    parser.add_argument("--results", type=pathlib.Path, default=RESULTS)
+    parser.add_argument(
+        "--target",
+        type=pathlib.Path,
+        nargs="+",
+        default=[ROOT / "benchmarks" / "RESULTS.md", ROOT / "README.md"],
+    )
+    args = parser.parse_args(argv)
+    metrics, runs = results.load(args.metrics), load_runs(args.results)
+    tables = {name: make(metrics, runs) for name, make in BLOCKS.items()}
+    for target in args.target:
+        text = target.read_text()
+        for name, table in tables.items():
+            if f"<!-- {name}:begin -->" not in text:
+                continue
+            if table is None:
+                print(f"{target.name}: kept block {name!r}: nothing measured for it here")
+                continue
+            text = rewrite(text, name, table)
+            print(f"{target.name}: wrote block {name!r}")
+        target.write_text(text)
+    return tables
+
+
+if __name__ == "__main__":
+    main()
