@@ -216,13 +216,13 @@ def batch_from_ids(
     history_post_ids,
     history_author_ids,
     history_actions,
-    history_product_surface,
     history_mask,
     candidate_post_ids,
     candidate_author_ids,
-    candidate_product_surface,
     candidate_mask,
     num_buckets: tuple[int, int, int],
+    history_product_surface=None,
+    candidate_product_surface=None,
 ) -> RecsysBatch:
     """Hash raw 64-bit IDs into a :class:`RecsysBatch` (Chapter 1's ``multi_hash``).
 
@@ -230,10 +230,12 @@ def batch_from_ids(
       config: sets the number of hash columns per entity.
       user_ids: ``[B]``; history_*_ids: ``[B, S]``; candidate_*_ids: ``[B, C]``: raw
         non-negative IDs (any integer form ``multi_hash`` accepts).
-      history_actions: ``[B, S, A]`` 0/1. *_product_surface: ``[B, S]`` / ``[B, C]``.
+      history_actions: ``[B, S, A]`` 0/1.
       history_mask, candidate_mask: bool, ``True`` for real entries; masked entries
         get bucket 0 (padding) and their actions are zeroed.
       num_buckets: table sizes ``(users, posts, authors)``, as given to ``init_state``.
+      history_product_surface, candidate_product_surface: optional int ``[B, S]`` /
+        ``[B, C]``, where each item was shown (Phoenix's product surface); default 0.
 
     IDs are NumPy int64, not ``jnp`` arrays (see :func:`phoenix_lib.hashing.multi_hash`).
     Histories are oldest first, padding at the end. Errors name the argument at fault.
@@ -243,6 +245,10 @@ def batch_from_ids(
     num_actions = getattr(config, "num_actions", np.shape(history_actions)[-1])  # A
     b = np.shape(user_ids)[:1]
     s, c = np.shape(history_post_ids)[1:2], np.shape(candidate_post_ids)[1:2]
+    if history_product_surface is None:
+        history_product_surface = np.zeros((*b, *s), np.int32)
+    if candidate_product_surface is None:
+        candidate_product_surface = np.zeros((*b, *c), np.int32)
     shapes = {
         "user_ids": (b, user_ids),
         "history_post_ids": ((*b, *s), history_post_ids),

@@ -480,7 +480,13 @@ def test_batch_from_ids_names_the_argument_at_fault():
         candidate_product_surface=np.zeros((b, c), int), candidate_mask=np.ones((b, c), bool),
         num_buckets=(64, 64, 64),
     )  # fmt: skip
-    pl.batch_from_ids(config, **good)
+    full = pl.batch_from_ids(config, **good)
+    no_surfaces = {k: v for k, v in good.items() if not k.endswith("product_surface")}
+    default = pl.batch_from_ids(config, **no_surfaces)  # product surfaces default to 0
+    for explicit, omitted in zip(
+        jax.tree_util.tree_leaves(full), jax.tree_util.tree_leaves(default), strict=True
+    ):
+        np.testing.assert_array_equal(explicit, omitted)
     cases = [
         ("history_mask", np.ones((b, s - 1), bool), ValueError, r"history_mask has shape"),
         ("history_actions", np.zeros((b, s)), ValueError, r"history_actions has shape"),
