@@ -20,7 +20,7 @@ export MALLOC_MMAP_THRESHOLD_ := 4294967296
 export MALLOC_TRIM_THRESHOLD_ := 68719476736
 # JAX writes every program it compiles to this folder and reads it back in later processes:
 # a second `make test` or `make book`, or a chapter re-run in `make lab`, skips most of its
-# compiling (compiling is half of the suite's time; benchmarks/RESULTS.md section 4). The
+# compiling (compiling is half of the suite's time; benchmarks/RESULTS.md section 8). The
 # programs are the same, so are the numbers. A fresh clone starts empty; the folder grows
 # by some 20 MiB each time the library's code changes; `make clean` empties it. Set
 # JAX_ENABLE_COMPILATION_CACHE=false to compile everything every time.

@@ -56,11 +56,17 @@ def pct(x: float) -> str:
 # ------------------------------------------------------------------------------ tables
 
 
+def _headline(name: str, value: float) -> str:
+    """A recorded number as the tables show it: shares (a gap closed, a share of the
+    oracle) in percent, anything else with four significant digits."""
+    return pct(value) if "gap_closed" in name or "of_oracle" in name else f"{value:.4g}"
+
+
 def headlines(metrics: dict, runs: dict) -> str | None:
     """The chapters' recorded numbers: ``name | meaning | value``."""
     if not metrics:
         return None
-    rows = [[f"`{k}`", MEANINGS.get(k, ""), f"{v:.4g}"] for k, v in sorted(metrics.items())]
+    rows = [[f"`{k}`", MEANINGS.get(k, ""), _headline(k, v)] for k, v in sorted(metrics.items())]
     return markdown(["recorded number", "meaning", "value"], rows, "llr")
 
 
@@ -173,19 +179,25 @@ def _verdict(met: bool) -> str:
     return "met" if met else "**not met**"
 
 
-def _by(margin: float, show) -> str:
-    """How far a result is from its goal, in the goal's unit (a share's in points)."""
-    return f"by {100 * abs(margin):.1f} points" if show is pct else f"by {show(abs(margin))}"
+def _by(value: float, target: float, show) -> str:
+    """How far a result is from its goal, in the goal's unit: a share's in points, a
+    ratio's as a factor (``1.94x short``), anything else as a difference."""
+    if show is pct:
+        return f"by {100 * abs(value - target):.1f} points"
+    if show is _times:
+        factor = max(value, target) / min(value, target)
+        return f"{factor:.2f}x {'above' if value >= target else 'short'}"
+    return f"by {show(abs(value - target))}"
 
 
 def _at_least(value: float, target: float, show=pct) -> str:
-    margin = value - target
-    return f"{show(value)} (target {show(target)}): {_verdict(margin >= 0)}, {_by(margin, show)}"
+    met = _verdict(value >= target)
+    return f"{show(value)} (target {show(target)}): {met}, {_by(value, target, show)}"
 
 
 def _at_most(value: float, target: float, show) -> str:
-    margin = target - value
-    return f"{show(value)} (limit {show(target)}): {_verdict(margin >= 0)}, {_by(margin, show)}"
+    met = _verdict(value <= target)
+    return f"{show(value)} (limit {show(target)}): {met}, {_by(value, target, show)}"
 
 
 def _times(x: float) -> str:

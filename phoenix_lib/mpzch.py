@@ -236,7 +236,7 @@ def _compacts(state: MpzchState, n: int) -> bool:
     good part of the table (fewer than ``_COMPACT_ROOM`` slots per ID) leaves many rows
     to read whole windows, chunk by chunk, and there one pass over every whole window
     ran as fast or faster and its program compiled in less than half the time
-    (benchmarks/RESULTS.md, section 2).
+    (measured with benchmarks/mpzch.py when the passes were written).
     """
     return n >= _COMPACT_FROM and state.num_slots >= _COMPACT_ROOM * n
 

@@ -10,7 +10,7 @@ settings.load_profile("book")
 
 # xdist (--dist loadfile, --no-loadscope-reorder) hands whole files to its two workers in
 # collection order. The slowest files go first (longest first, as measured in
-# benchmarks/RESULTS.md section 4), so that short files even out the end of the run;
+# benchmarks/RESULTS.md section 8), so that short files even out the end of the run;
 # any file not listed follows them in its usual order.
 SLOWEST_FIRST = [
     "tests/test_mpzch.py",

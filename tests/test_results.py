@@ -77,7 +77,7 @@ def test_report_rewrites_the_blocks_it_has_measurements_for(monkeypatch, tmp_pat
     ne, gain = (report.MEANINGS[n] for n in ("04.pooled_ne_gap_closed", "07.fresh_gain_ci_low"))
     assert (
         "<!-- headlines:begin -->\n| recorded number | meaning | value |\n"
-        f"| --- | --- | ---: |\n| `04.pooled_ne_gap_closed` | {ne} | 0.4816 |\n"
+        f"| --- | --- | ---: |\n| `04.pooled_ne_gap_closed` | {ne} | 48.2% |\n"
         f"| `07.fresh_gain_ci_low` | {gain} | 0.0012 |\n<!-- headlines:end -->"
     ) in text
     assert (
