@@ -219,6 +219,11 @@ def _fbgemm(summary: dict) -> str:
     return f"{_times(ratio)} FBGEMM's rate, same slots: {same}: {_verdict(ratio >= 1 and same)}"
 
 
+def _share(name: str, target: float) -> tuple[tuple[str], Callable]:
+    """A goal's records and result when it asks one recorded share to reach ``target``."""
+    return (name,), lambda m, r: _at_least(m[name], target)
+
+
 # Each goal: (text, the records it needs, how the result is computed from them).
 GOALS: list[tuple[str, tuple[str, ...], Callable]] = [
     (
@@ -261,13 +266,11 @@ GOALS: list[tuple[str, tuple[str, ...], Callable]] = [
     ),
     (
         "Chapter 4: pooled NE closes >= half of the base-rate-to-oracle gap",
-        ("04.pooled_ne_gap_closed",),
-        lambda m, r: _at_least(m["04.pooled_ne_gap_closed"], 0.5),
+        *_share("04.pooled_ne_gap_closed", 0.5),
     ),
     (
         "Chapter 4: favorite AUC closes >= half of the popularity-to-oracle gap",
-        ("04.favorite_auc_gap_closed",),
-        lambda m, r: _at_least(m["04.favorite_auc_gap_closed"], 0.5),
+        *_share("04.favorite_auc_gap_closed", 0.5),
     ),
     (
         "Chapter 4: no action's NE above 1",
@@ -283,13 +286,11 @@ GOALS: list[tuple[str, tuple[str, ...], Callable]] = [
     ),
     (
         "Chapter 5: the towers' recall@1000 >= 40% of the oracle's",
-        ("05.recall_at_1000_of_oracle",),
-        lambda m, r: _at_least(m["05.recall_at_1000_of_oracle"], 0.4),
+        *_share("05.recall_at_1000_of_oracle", 0.4),
     ),
     (
         "Chapter 5: the feed closes >= 40% of the gap from the retrieved mean to the oracle feed",
-        ("05.feed_gap_closed",),
-        lambda m, r: _at_least(m["05.feed_gap_closed"], 0.4),
+        *_share("05.feed_gap_closed", 0.4),
     ),
     (
         "Chapter 7: every method closes >= 30% of the gap (last day, pooled NE; worst shown)",
