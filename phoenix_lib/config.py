@@ -107,6 +107,9 @@ class PhoenixRetrievalModelConfig:
     fprop_dtype: Any = jnp.bfloat16
     hash_config: HashConfig = None  # type: ignore[assignment]  # None -> HashConfig()
     product_surface_vocab_size: int = 16
+    # May 2026: False makes the candidate tower the L2-normalised mean of the candidate's
+    # post and author rows, with no parameters. True (the default) is January's MLP.
+    enable_linear_proj: bool = True
 
     def __post_init__(self):
         _complete_model_config(self)

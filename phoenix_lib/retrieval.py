@@ -34,14 +34,17 @@ def l2_normalize(x: jax.Array) -> jax.Array:
 
 
 class CandidateTower(hk.Module):
-    """Post and author hash rows -> MLP (silu) -> unit vector."""
+    """Post and author hash rows -> MLP (silu) -> unit vector; or, without the projection
+    (May 2026's ``enable_linear_proj=False``), their mean -> unit vector."""
 
-    def __init__(self, emb_size: int):
+    def __init__(self, emb_size: int, enable_linear_proj: bool = True):
         super().__init__(name="candidate_tower")
-        self.emb_size = emb_size
+        self.emb_size, self.enable_linear_proj = emb_size, enable_linear_proj
 
     def __call__(self, rows: jax.Array) -> jax.Array:
         """``rows`` [B, C, Hi + Ha, D] -> [B, C, D] in ``rows``' dtype."""
+        if not self.enable_linear_proj:  # no parameters; computed in the rows' dtype
+            return l2_normalize(jnp.mean(rows, axis=-2)).astype(rows.dtype)
         x = rows.reshape(*rows.shape[:-2], -1).astype(jnp.float32)  # [B, C, (Hi+Ha)*D]
         d = self.emb_size
         w1 = hk.get_parameter(
@@ -78,7 +81,7 @@ class PhoenixRetrievalModel(hk.Module):
         rows = jnp.concatenate(
             [embeddings.candidate_post_embeddings, embeddings.candidate_author_embeddings], 2
         )
-        return CandidateTower(self.config.emb_size)(rows)
+        return CandidateTower(self.config.emb_size, self.config.enable_linear_proj)(rows)
 
     def __call__(self, batch: RecsysBatch, embeddings: RecsysEmbeddings) -> RetrievalOutput:
         return RetrievalOutput(

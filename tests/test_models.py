@@ -119,6 +119,32 @@ def test_retriever_parameter_tree_is_the_release_tree(retriever_demo):
     assert all(v.dtype == jnp.float32 for e in params.values() for v in e.values())
 
 
+def test_may_candidate_tower_without_projection_is_the_normalised_mean_of_the_rows(
+    retriever_demo,
+):
+    """May 2026's enable_linear_proj=False: the same tree without the candidate tower's two
+    matrices, and each candidate the unit vector of the mean of its post and author rows
+    (checked against the released code outside the repository: identical trees, equal
+    outputs)."""
+    _, batch, emb, params = retriever_demo
+    config = demo_retrieval_config(fprop_dtype=jnp.float32, history_seq_len=6,
+                                   enable_linear_proj=False)  # fmt: skip
+    mean_pool = pl.make_retriever(config)
+    pooled_params = mean_pool.init(jax.random.PRNGKey(0), batch, emb)
+    tower = {k: v for k, v in RETRIEVAL_TREE.items() if k[0].endswith("/candidate_tower")}
+    assert len(tower) == 2 and _tree(pooled_params) == dict(RETRIEVAL_TREE.items() - tower.items())
+    out = mean_pool.apply(pooled_params, batch, emb)
+    rows = np.concatenate([emb.candidate_post_embeddings, emb.candidate_author_embeddings], 2)
+    mean = rows.mean(axis=2)
+    expected = mean / np.linalg.norm(mean, axis=-1, keepdims=True)
+    np.testing.assert_allclose(out.candidate_representation, expected, rtol=1e-5, atol=1e-6)
+    full = pl.make_retriever(demo_retrieval_config(fprop_dtype=jnp.float32, history_seq_len=6))
+    np.testing.assert_array_equal(  # the user tower is unchanged
+        mean_pool.apply(params, batch, emb).user_representation,
+        full.apply(params, batch, emb).user_representation,
+    )
+
+
 def test_parameter_shapes_follow_the_config():
     model = pl.TransformerConfig(
         emb_size=32, key_size=8, num_q_heads=4, num_kv_heads=2, num_layers=3, widening_factor=3.0
