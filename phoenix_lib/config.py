@@ -2,6 +2,10 @@
 
 A config built for the release works here unchanged, and vice versa. The demo
 shape of the release is :func:`demo_ranker_config` / :func:`demo_retrieval_config`.
+
+Two releases are followed: January 2026 (commit ``aaa167b``) and May 2026 (``e414c17``).
+May only added fields, with defaults, so one config serves both; which function a config
+builds is chosen by ``make_ranker(config, release=...)``. January ignores the May fields.
 """
 
 from __future__ import annotations
@@ -65,6 +69,7 @@ class HashConfig:
     num_user_hashes: int = 2
     num_item_hashes: int = 2
     num_author_hashes: int = 2
+    num_ip_hashes: int = 0  # May 2026: rows of the user's IP address, 0 = none
 
 
 def _complete_model_config(config) -> None:
@@ -75,6 +80,37 @@ def _complete_model_config(config) -> None:
         raise ValueError(
             f"emb_size {config.emb_size} differs from model.emb_size {config.model.emb_size}"
         )
+
+
+RELEASES = ("2026-01", "2026-05")
+# May 2026: candidate ages up to this many minutes get their own buckets; older ones share
+# an overflow bucket.
+POST_AGE_MAX_MINUTES = 4800
+
+
+@dataclasses.dataclass
+class NormConfig:
+    """How a continuous value (dwell seconds) is scaled to ``[0, 1]`` (May 2026):
+    ``clip(v, 0, s) / s``, or ``log1p(clip(v, 0, s)) / log1p(s)`` with ``use_log``."""
+
+    norm_scale: float = 30.0
+    use_log: bool = False
+
+
+@dataclasses.dataclass
+class ContinuousActionConfig:
+    """The continuous heads' loss (May 2026 declares it; August's code gives its meaning):
+    ``loss_type`` ``"mae"`` or ``"tweedie"`` (with ``tweedie_power``) on the normalised
+    targets, weighted by ``loss_weight`` (0: off)."""
+
+    loss_weight: float = 0.0
+    loss_type: str = "mae"
+    tweedie_power: float = 1.5
+    norm_config: NormConfig = None  # type: ignore[assignment]  # None -> NormConfig()
+
+    def __post_init__(self):
+        if self.norm_config is None:
+            self.norm_config = NormConfig()
 
 
 @dataclasses.dataclass
@@ -90,9 +126,29 @@ class PhoenixModelConfig:
     fprop_dtype: Any = jnp.bfloat16
     hash_config: HashConfig = None  # type: ignore[assignment]  # None -> HashConfig()
     product_surface_vocab_size: int = 16
+    # May 2026 (make_ranker(..., release="2026-05")); January ignores them.
+    post_age_granularity_mins: int = 60
+    num_continuous_actions: int = 8
+    continuous_action_hidden_dim: int = 64
+    continuous_action_config: ContinuousActionConfig = None  # type: ignore[assignment]
+    use_ip_address: bool = False
+    right_anchored_rope: bool = False
+    mask_neg_feedback_on_negatives: bool = True
 
     def __post_init__(self):
         _complete_model_config(self)
+        if self.continuous_action_config is None:
+            self.continuous_action_config = ContinuousActionConfig()
+        if self.post_age_granularity_mins < 1:
+            raise ValueError(
+                f"post_age_granularity_mins must be >= 1, got {self.post_age_granularity_mins}"
+            )
+
+    @property
+    def post_age_vocab_size(self) -> int:
+        """Rows of May's post-age table: bucket 0 (unknown age), one per
+        ``post_age_granularity_mins`` up to 4,800 minutes, and one overflow bucket."""
+        return POST_AGE_MAX_MINUTES // self.post_age_granularity_mins + 2
 
 
 @dataclasses.dataclass

@@ -31,6 +31,11 @@ class RecsysBatch(NamedTuple):
     candidate_post_hashes: jax.Array  # [B, C, Hi] int32; column 0 == 0 marks a padded candidate
     candidate_author_hashes: jax.Array  # [B, C, Ha] int32
     candidate_product_surface: jax.Array  # [B, C] int32 in [0, V)
+    # May 2026, optional (None: absent); January's model ignores them.
+    history_continuous_actions: jax.Array | None = None  # [B, S, 8] float32; [..., 1] dwell s
+    candidate_impr_ts: jax.Array | None = None  # [B, C] int Unix seconds of the impression
+    candidate_post_creation_ts: jax.Array | None = None  # [B, C] int Unix seconds, 0 unknown
+    user_ip_hashes: jax.Array | None = None  # [B, Hip] int32
 
 
 class RecsysEmbeddings(NamedTuple):
@@ -41,6 +46,7 @@ class RecsysEmbeddings(NamedTuple):
     candidate_post_embeddings: jax.Array  # [B, C, Hi, D]
     history_author_embeddings: jax.Array  # [B, S, Ha, D]
     candidate_author_embeddings: jax.Array  # [B, C, Ha, D]
+    user_ip_embeddings: jax.Array | None = None  # [B, Hip, D], May 2026, optional
 
 
 def _concrete(x) -> bool:
@@ -75,8 +81,18 @@ def validate_batch(config, batch: RecsysBatch, embeddings: RecsysEmbeddings | No
         "candidate_author_hashes": (b, c, hc.num_author_hashes),
         "candidate_product_surface": (b, c),
     }
+    optional = {  # May 2026's fields, checked when present
+        "history_continuous_actions": (b, s, getattr(config, "num_continuous_actions", None)),
+        "candidate_impr_ts": (b, c),
+        "candidate_post_creation_ts": (b, c),
+        "user_ip_hashes": (b, hc.num_ip_hashes),
+    }
     for name, shape in expected.items():
         _check_shape(f"batch.{name}", getattr(batch, name), shape)
+    for name, shape in optional.items():
+        value = getattr(batch, name)
+        if value is not None and not (name == "history_continuous_actions" and shape[-1] is None):
+            _check_shape(f"batch.{name}", value, shape)
     if c == 0:
         raise ValueError("batch.candidate_post_hashes has no candidates (C = 0)")
     for name in expected:
@@ -108,6 +124,10 @@ def _validate_embeddings(config, batch: RecsysBatch, embeddings: RecsysEmbedding
         "history_author_embeddings": batch.history_author_hashes,
         "candidate_author_embeddings": batch.candidate_author_hashes,
     }
+    if embeddings.user_ip_embeddings is not None or batch.user_ip_hashes is not None:
+        pairs["user_ip_embeddings"] = batch.user_ip_hashes
+        if embeddings.user_ip_embeddings is None or batch.user_ip_hashes is None:
+            raise ValueError("user_ip_hashes and user_ip_embeddings come together: pass both")
     for name, hashes in pairs.items():
         _check_shape(f"embeddings.{name}", getattr(embeddings, name), (*hashes.shape, d))
 
@@ -127,7 +147,8 @@ def _validate_values(config, batch: RecsysBatch) -> None:
         if not np.isin(a, (0.0, 1.0)).all():
             raise ValueError("batch.history_actions must be multi-hot: every value 0 or 1")
     for name in RecsysBatch._fields:
-        if name.endswith("_hashes") and _concrete(getattr(batch, name)):
+        value = getattr(batch, name)
+        if name.endswith("_hashes") and value is not None and _concrete(value):
             h = np.asarray(getattr(batch, name))
             if h.size and h.min() < 0:
                 raise ValueError(f"batch.{name} must be non-negative bucket indices, got {h.min()}")

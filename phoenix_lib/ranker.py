@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import haiku as hk
 import jax
 import jax.numpy as jnp
 
-from phoenix_lib.config import PhoenixModelConfig
+from phoenix_lib.config import RELEASES, PhoenixModelConfig
 from phoenix_lib.inputs import RecsysBatch, RecsysEmbeddings, with_validation
 from phoenix_lib.reduce import build_sequence
 from phoenix_lib.transformer import RMSNorm, Transformer, check_options
 
 UNEMBEDDING_INIT = hk.initializers.VarianceScaling(1.0, "fan_in", "truncated_normal")
+
+
+class RankerOutput(NamedTuple):
+    """The May 2026 ranker's output (January's is the logits alone)."""
+
+    logits: jax.Array  # [B, C, num_actions]; probabilities are their sigmoid
+    continuous_preds: jax.Array  # [B, C, num_continuous_actions], in [0, 1] (normalised units)
 
 
 class PhoenixModel(hk.Module):
@@ -24,16 +33,19 @@ class PhoenixModel(hk.Module):
         *,
         init: str,
         history: str = "attention",
+        release: str = "2026-01",
     ):
         super().__init__(name="phoenix_model")
         self.config, self.transformer, self.init, self.history = config, transformer, init, history
+        self.release = release
 
     def build_inputs(self, batch: RecsysBatch, embeddings: RecsysEmbeddings):
         """``(sequence [B, 1+S+C, D], padding_mask [B, 1+S+C], candidate_start_offset)``."""
-        return build_sequence(batch, embeddings, self.config)
+        return build_sequence(batch, embeddings, self.config, self.release)
 
-    def __call__(self, batch: RecsysBatch, embeddings: RecsysEmbeddings) -> jax.Array:
-        """Logits ``[B, C, num_actions]`` in ``fprop_dtype``; probabilities are their sigmoid."""
+    def __call__(self, batch: RecsysBatch, embeddings: RecsysEmbeddings):
+        """January: logits ``[B, C, num_actions]`` in ``fprop_dtype``, probabilities their
+        sigmoid. May: a :class:`RankerOutput`, with the continuous heads' predictions."""
         cfg = self.config
         sequence, padding_mask, start = self.build_inputs(batch, embeddings)
         if self.history == "mean":
@@ -43,7 +55,17 @@ class PhoenixModel(hk.Module):
         unembeddings = hk.get_parameter(
             "unembeddings", [cfg.emb_size, cfg.num_actions], jnp.float32, UNEMBEDDING_INIT
         )
-        return jnp.dot(h.astype(jnp.float32), unembeddings).astype(cfg.fprop_dtype)
+        logits = jnp.dot(h.astype(jnp.float32), unembeddings).astype(cfg.fprop_dtype)
+        if self.release == "2026-01":
+            return logits
+        continuous = hk.get_parameter(
+            "continuous_unembeddings",
+            [cfg.emb_size, cfg.num_continuous_actions],
+            jnp.float32,
+            UNEMBEDDING_INIT,
+        )
+        preds = jax.nn.sigmoid(jnp.dot(h.astype(jnp.float32), continuous))
+        return RankerOutput(logits, preds.astype(cfg.fprop_dtype))
 
 
 def make_ranker(
@@ -53,6 +75,7 @@ def make_ranker(
     init: str = "book",
     candidate_chunk: int | None = None,
     history: str = "attention",
+    release: str = "2026-01",
 ) -> hk.Transformed:
     """The ranker: ``init(rng, batch, embeddings)`` and ``apply(params, batch, embeddings)``.
 
@@ -67,6 +90,10 @@ def make_ranker(
       history: ``"attention"`` (the release) or ``"mean"``, an ablation: the history
         enters as one position, the masked mean of its items, so the model cannot
         attend to items one by one (:func:`mean_pool_history`). Same parameters.
+      release: ``"2026-01"`` (the January sample, the book's chapters) or ``"2026-05"``
+        (May: each candidate's post-age row in ``proj_mat_2``, the history's dwell feature
+        in ``proj_mat_3``, optional IP rows for the user, and the continuous heads; the
+        output is a :class:`RankerOutput`). May's ``right_anchored_rope`` is not built yet.
 
     Both functions run :func:`phoenix_lib.validate_batch` first: shape checks always,
     value checks when the inputs are concrete (not under ``jax.jit`` tracing). Bad
@@ -75,12 +102,14 @@ def make_ranker(
     check_options(attention, init, candidate_chunk)
     if history not in ("attention", "mean"):
         raise ValueError(f"history must be 'attention' or 'mean', got {history!r}")
+    check_release(config, release)
 
     def forward(batch, embeddings):
         transformer = Transformer(
             config.model, attention=attention, init=init, candidate_chunk=candidate_chunk
         )
-        return PhoenixModel(config, transformer, init=init, history=history)(batch, embeddings)
+        model = PhoenixModel(config, transformer, init=init, history=history, release=release)
+        return model(batch, embeddings)
 
     return with_validation(config, hk.without_apply_rng(hk.transform(forward)))
 
@@ -100,12 +129,25 @@ def mean_pool_history(sequence, padding_mask, start: int):
     )
 
 
-def make_input_builder(config: PhoenixModelConfig) -> hk.Transformed:
+def check_release(config: PhoenixModelConfig, release: str) -> None:
+    """Refuse an unknown release, or a May feature not built yet, by name."""
+    if release not in RELEASES:
+        raise ValueError(f"release must be one of {RELEASES}, got {release!r}")
+    if release == "2026-05" and config.right_anchored_rope:
+        raise ValueError(
+            "right_anchored_rope=True (May 2026) is not built yet in phoenix_lib; "
+            "leave it False (May's default)"
+        )
+
+
+def make_input_builder(config: PhoenixModelConfig, release: str = "2026-01") -> hk.Transformed:
     """The ranker's input stage alone: ``apply(params, batch, embeddings)`` ->
     ``(sequence, padding_mask, candidate_start_offset)``, reading the same
     ``phoenix_model/...`` parameters as :func:`make_ranker` (pass the ranker's params)."""
+    check_release(config, release)
 
     def forward(batch, embeddings):
-        return PhoenixModel(config, transformer=None, init="book").build_inputs(batch, embeddings)
+        model = PhoenixModel(config, transformer=None, init="book", release=release)
+        return model.build_inputs(batch, embeddings)
 
     return with_validation(config, hk.without_apply_rng(hk.transform(forward)))

@@ -229,14 +229,15 @@ def _padded_inputs(config, num_candidates, seed, fill, pad):
     batch, _ = _inputs(
         config, batch_size=3, num_candidates=num_candidates, seed=seed, history_fill=fill
     )
-    hashes = {k: np.array(v) for k, v in batch._asdict().items()}
+    changed = ("user_hashes", "history_post_hashes", "candidate_post_hashes", "history_actions")
+    hashes = {k: np.array(getattr(batch, k)) for k in changed}
     if pad in (1, 3):
         hashes["candidate_post_hashes"][:, ::2] = 0
     if pad in (2, 3):
         for name in ("user_hashes", "history_post_hashes", "candidate_post_hashes"):
             hashes[name][0] = 0
         hashes["history_actions"][0] = 0
-    batch = pl.RecsysBatch(**hashes)
+    batch = batch._replace(**hashes)
     return batch, tables.embed(_TABLES, batch)
 
 
@@ -296,7 +297,11 @@ def _random_params(config, batch, seed):
     only: one compiled init per config instead of one per C.
     """
     first = batch._replace(
-        **{k: v[:, :1] for k, v in batch._asdict().items() if k.startswith("candidate_")}
+        **{
+            k: v[:, :1]
+            for k, v in batch._asdict().items()
+            if k.startswith("candidate_") and v is not None
+        }
     )
     params = _jit_init(config)(jax.random.PRNGKey(seed), first, tables.embed(_TABLES, first))
     return _jitter(params, seed + 1)

@@ -1,0 +1,135 @@
+"""The May 2026 ranker (``make_ranker(config, release="2026-05")``): its parameter tree, the
+post-age buckets, the dwell feature, IP rows, the continuous heads, both serving paths."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import phoenix_lib as pl
+from phoenix_lib import reduce, tables
+from phoenix_lib.config import demo_ranker_config
+from phoenix_lib.inputs import random_batch
+from phoenix_lib.ranker import RankerOutput
+
+MAY = "2026-05"
+
+
+def _inputs(config, *, num_candidates=4, seed=0, fill=0.7):
+    batch = random_batch(config, batch_size=3, num_candidates=num_candidates, num_buckets=64,
+                         seed=seed, history_fill=fill)  # fmt: skip
+    t = tables.init_tables(jax.random.PRNGKey(seed), num_user_buckets=64, num_post_buckets=64,
+                           num_author_buckets=64, dim=config.emb_size)  # fmt: skip
+    return batch, tables.embed(t, batch)
+
+
+def _may_fields(batch, seed=0):
+    """The May inputs: dwell seconds (column 1 of 8), impression and creation times."""
+    r = np.random.default_rng(seed)
+    b, s = batch.history_product_surface.shape
+    c = batch.candidate_product_surface.shape[1]
+    continuous = np.zeros((b, s, 8), np.float32)
+    continuous[..., 1] = r.uniform(0, 60, (b, s))
+    impression = np.full((b, c), 1_780_000_000)
+    return batch._replace(
+        history_continuous_actions=continuous,
+        candidate_impr_ts=impression,
+        candidate_post_creation_ts=impression - r.integers(0, 200 * 3600, (b, c)),
+    )
+
+
+def test_may_parameter_tree_is_the_fact_sheets():
+    """January's tree with proj_mat_2 and proj_mat_3 one row-block wider (post age, dwell)
+    and four new parameters (shared/reference/phoenix-2026-releases.md, D = 128)."""
+    config = demo_ranker_config(fprop_dtype=jnp.float32)
+    batch, emb = _inputs(config)
+    january = pl.make_ranker(config).init(jax.random.PRNGKey(0), batch, emb)
+    may = pl.make_ranker(config, release=MAY).init(jax.random.PRNGKey(0), batch, emb)
+    shapes = lambda p: {(m, n): v.shape for m, e in p.items() for n, v in e.items()}  # noqa: E731
+    expected = shapes(january) | {
+        ("phoenix_model", "proj_mat_2"): (6 * 128, 128),  # (Hi + Ha + surface + age) * D
+        ("phoenix_model", "proj_mat_3"): (7 * 128, 128),  # (Hi + Ha + actions, surface, dwell) * D
+        ("phoenix_model", "post_age_embedding_table"): (4800 // 60 + 2, 128),
+        ("phoenix_model", "history_dwell_time_proj1"): (1, 64),
+        ("phoenix_model", "history_dwell_time_proj2"): (64, 128),
+        ("phoenix_model", "continuous_unembeddings"): (128, 8),
+    }
+    assert shapes(may) == expected
+    assert all(v.dtype == jnp.float32 for e in may.values() for v in e.values())
+
+
+@pytest.mark.parametrize(
+    "age_s, bucket",
+    [(0, 1), (59 * 60, 1), (59 * 60 + 59, 1), (60 * 60, 2), (4799 * 60, 80), (4800 * 60, 81),
+     (10**7, 81), (-1, 0), (-3600, 0)],
+)  # fmt: skip
+def test_post_age_buckets_at_the_boundaries(age_s, bucket):
+    impression = jnp.array([[1_780_000_000]])
+    got = reduce.post_age_bucket(impression, impression - age_s, 60)
+    assert int(got[0, 0]) == bucket
+
+
+def test_a_missing_timestamp_is_bucket_zero_and_granularity_sets_the_table():
+    t = jnp.array([[0, 1_780_000_000, 1_780_000_000]])
+    created = jnp.array([[1_779_990_000, 0, 1_779_996_400]])
+    assert reduce.post_age_bucket(t, created, 60).tolist() == [[0, 0, 2]]  # 60 min old: 2
+    assert reduce.post_age_bucket(t, created, 30).tolist() == [[0, 0, 3]]
+    coarse = dataclasses.replace(demo_ranker_config(), post_age_granularity_mins=30)
+    assert coarse.post_age_vocab_size == 4800 // 30 + 2
+
+
+def test_may_outputs_and_its_features_move_the_logits():
+    config = demo_ranker_config(fprop_dtype=jnp.float32, history_seq_len=6, emb_size=32)
+    config.model = dataclasses.replace(config.model, key_size=16)
+    batch, emb = _inputs(config, seed=3)
+    ranker = pl.make_ranker(config, release=MAY)
+    params = ranker.init(jax.random.PRNGKey(1), batch, emb)
+    plain = ranker.apply(params, batch, emb)
+    assert isinstance(plain, RankerOutput)
+    assert plain.logits.shape == (3, 4, 19) and plain.continuous_preds.shape == (3, 4, 8)
+    assert ((plain.continuous_preds > 0) & (plain.continuous_preds < 1)).all()
+    # Zero dwell equals no dwell field (gelu(0) = 0); no timestamps equal bucket 0.
+    b, s = batch.history_product_surface.shape
+    zeros = batch._replace(history_continuous_actions=np.zeros((b, s, 8), np.float32))
+    np.testing.assert_array_equal(ranker.apply(params, zeros, emb).logits, plain.logits)
+    both = _may_fields(batch)
+    dwell = both._replace(candidate_impr_ts=None, candidate_post_creation_ts=None)
+    age = both._replace(history_continuous_actions=None)
+    for changed in (dwell, age, both):
+        assert not np.allclose(ranker.apply(params, changed, emb).logits, plain.logits)
+    # The IP rows are summed into the user position.
+    ip_config = dataclasses.replace(config, hash_config=pl.HashConfig(num_ip_hashes=2))
+    ip_ranker = pl.make_ranker(ip_config, release=MAY)
+    with_ip = batch._replace(user_ip_hashes=np.ones((3, 2), np.int32))
+    ip_rows = jax.random.normal(jax.random.PRNGKey(9), (3, 2, 32))
+    ip_emb = emb._replace(user_ip_embeddings=ip_rows)
+    assert not np.allclose(ip_ranker.apply(params, with_ip, ip_emb).logits, plain.logits)
+    with pytest.raises(ValueError, match="come together"):
+        ip_ranker.apply(params, with_ip, emb)
+
+
+@pytest.mark.parametrize("chunk", [None, 2])
+def test_may_serving_paths_equal_the_masked_one(chunk):
+    config = demo_ranker_config(fprop_dtype=jnp.float32, history_seq_len=6, emb_size=32)
+    config.model = dataclasses.replace(config.model, key_size=16)
+    batch, emb = _inputs(config, num_candidates=5, seed=4)
+    batch = _may_fields(batch, seed=4)
+    masked = pl.make_ranker(config, release=MAY, attention="masked")
+    params = masked.init(jax.random.PRNGKey(2), batch, emb)
+    params = jax.tree.map(lambda p: p + 0.05 * jnp.sin(jnp.arange(p.size).reshape(p.shape)), params)
+    slow = masked.apply(params, batch, emb)
+    fast = pl.make_ranker(config, release=MAY, candidate_chunk=chunk).apply(params, batch, emb)
+    for a, b in zip(fast, slow, strict=True):
+        assert np.abs(np.asarray(a) - np.asarray(b)).max() <= 1e-5 * np.abs(np.asarray(b)).max()
+
+
+def test_unknown_releases_and_unbuilt_features_are_refused():
+    config = demo_ranker_config()
+    with pytest.raises(ValueError, match="release must be one of"):
+        pl.make_ranker(config, release="2026-08")
+    anchored = dataclasses.replace(config, right_anchored_rope=True)
+    with pytest.raises(ValueError, match="right_anchored_rope"):
+        pl.make_ranker(anchored, release=MAY)
+    pl.make_ranker(anchored)  # January ignores May's fields
