@@ -95,9 +95,17 @@ def validate_batch(config, batch: RecsysBatch, embeddings: RecsysEmbeddings | No
             _check_shape(f"batch.{name}", value, shape)
     if c == 0:
         raise ValueError("batch.candidate_post_hashes has no candidates (C = 0)")
-    for name in expected:
+    if (batch.candidate_impr_ts is None) != (batch.candidate_post_creation_ts is None):
+        raise ValueError(
+            "batch.candidate_impr_ts and batch.candidate_post_creation_ts come together: pass "
+            "both (a post's age needs both), or neither (bucket 0, age unknown)"
+        )
+    for name in [*expected, *optional]:
+        if getattr(batch, name) is None:
+            continue
         kind = jnp.dtype(getattr(batch, name).dtype).kind
-        wanted = ("f",) if name == "history_actions" else ("i", "u")
+        floats = ("history_actions", "history_continuous_actions")
+        wanted = ("f",) if name in floats else ("i", "u")
         if kind not in wanted:
             raise TypeError(
                 f"batch.{name} must be {'float' if wanted == ('f',) else 'integer'}, "
@@ -146,6 +154,15 @@ def _validate_values(config, batch: RecsysBatch) -> None:
         a = np.asarray(batch.history_actions)
         if not np.isin(a, (0.0, 1.0)).all():
             raise ValueError("batch.history_actions must be multi-hot: every value 0 or 1")
+    if getattr(config, "right_anchored_rope", False) and _concrete(batch.history_post_hashes):
+        valid = np.asarray(batch.history_post_hashes)[:, :, 0] != 0  # [B, S]
+        if (valid[:, 1:] & ~valid[:, :-1]).any():
+            row = int(np.nonzero((valid[:, 1:] & ~valid[:, :-1]).any(1))[0][0])
+            raise ValueError(
+                f"batch.history_post_hashes: right_anchored_rope=True needs each history "
+                f"left-aligned (items first, oldest to newest, then padding); row {row} has "
+                f"an item after padding"
+            )
     for name in RecsysBatch._fields:
         value = getattr(batch, name)
         if name.endswith("_hashes") and value is not None and _concrete(value):

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from phoenix_lib.config import RELEASES, PhoenixModelConfig
 from phoenix_lib.inputs import RecsysBatch, RecsysEmbeddings, with_validation
 from phoenix_lib.reduce import build_sequence
-from phoenix_lib.transformer import RMSNorm, Transformer, check_options
+from phoenix_lib.transformer import RMSNorm, Transformer, check_options, right_anchored_positions
 
 UNEMBEDDING_INIT = hk.initializers.VarianceScaling(1.0, "fan_in", "truncated_normal")
 
@@ -50,7 +50,10 @@ class PhoenixModel(hk.Module):
         sequence, padding_mask, start = self.build_inputs(batch, embeddings)
         if self.history == "mean":
             sequence, padding_mask = mean_pool_history(sequence, padding_mask, start)
-        h = self.transformer(sequence, padding_mask, candidate_start_offset=start)
+        positions = None
+        if self.release == "2026-05" and cfg.right_anchored_rope:
+            positions = right_anchored_positions(padding_mask, history_seq_len=start - 1)
+        h = self.transformer(sequence, padding_mask, start, positions)
         h = RMSNorm(init=self.init, name="rms_norm")(h)[:, start:]  # [B, C, D]
         unembeddings = hk.get_parameter(
             "unembeddings", [cfg.emb_size, cfg.num_actions], jnp.float32, UNEMBEDDING_INIT
@@ -93,7 +96,8 @@ def make_ranker(
       release: ``"2026-01"`` (the January sample, the book's chapters) or ``"2026-05"``
         (May: each candidate's post-age row in ``proj_mat_2``, the history's dwell feature
         in ``proj_mat_3``, optional IP rows for the user, and the continuous heads; the
-        output is a :class:`RankerOutput`). May's ``right_anchored_rope`` is not built yet.
+        output is a :class:`RankerOutput`; with ``config.right_anchored_rope``, the rotary
+        positions of :func:`~phoenix_lib.transformer.right_anchored_positions`).
 
     Both functions run :func:`phoenix_lib.validate_batch` first: shape checks always,
     value checks when the inputs are concrete (not under ``jax.jit`` tracing). Bad
@@ -102,7 +106,7 @@ def make_ranker(
     check_options(attention, init, candidate_chunk)
     if history not in ("attention", "mean"):
         raise ValueError(f"history must be 'attention' or 'mean', got {history!r}")
-    check_release(config, release)
+    check_release(release)
 
     def forward(batch, embeddings):
         transformer = Transformer(
@@ -129,22 +133,17 @@ def mean_pool_history(sequence, padding_mask, start: int):
     )
 
 
-def check_release(config: PhoenixModelConfig, release: str) -> None:
-    """Refuse an unknown release, or a May feature not built yet, by name."""
+def check_release(release: str) -> None:
+    """Refuse an unknown release by name."""
     if release not in RELEASES:
         raise ValueError(f"release must be one of {RELEASES}, got {release!r}")
-    if release == "2026-05" and config.right_anchored_rope:
-        raise ValueError(
-            "right_anchored_rope=True (May 2026) is not built yet in phoenix_lib; "
-            "leave it False (May's default)"
-        )
 
 
 def make_input_builder(config: PhoenixModelConfig, release: str = "2026-01") -> hk.Transformed:
     """The ranker's input stage alone: ``apply(params, batch, embeddings)`` ->
     ``(sequence, padding_mask, candidate_start_offset)``, reading the same
     ``phoenix_model/...`` parameters as :func:`make_ranker` (pass the ranker's params)."""
-    check_release(config, release)
+    check_release(release)
 
     def forward(batch, embeddings):
         model = PhoenixModel(config, transformer=None, init="book", release=release)

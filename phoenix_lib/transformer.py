@@ -113,24 +113,41 @@ def rotary_tables(t: int, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.cos(phase).astype(np.float32), np.sin(phase).astype(np.float32)
 
 
-def apply_rotary(x: jax.Array, start=0, num_positions: int | None = None) -> jax.Array:
-    """Rotary position embedding at positions ``start .. start+T-1`` of ``x`` [B, T, heads, K].
+def apply_rotary(x: jax.Array, positions=None, num_positions: int | None = None) -> jax.Array:
+    """Rotary position embedding of ``x`` [B, T, heads, K] at its positions.
 
     Rotates each pair ``(x_i, x_{i+K/2})`` by its phase (:func:`rotary_tables`);
     computed in float32, returned in ``x``'s dtype. By default the positions are
-    ``0..T-1``. A block of candidates served on its own (``Transformer``'s
-    ``candidate_chunk``) passes its first position ``start``, which may be traced,
-    and the sequence's length ``num_positions``: its rows are sliced from the
-    tables of the whole sequence, so every position keeps exactly its phase.
+    ``0..T-1``. Otherwise ``positions`` (int, may be traced) is ``[T]`` (shared by the
+    batch: a block of candidates served on its own, ``Transformer``'s
+    ``candidate_chunk``) or ``[B, T]`` (per row: May's right-anchored positions,
+    :func:`right_anchored_positions`); each picks its row of the tables of
+    ``num_positions`` positions (default ``T``), so every position keeps exactly its phase.
     """
     _, t, _, k = x.shape
-    if num_positions is None and not (isinstance(start, int) and start == 0):
-        raise ValueError("apply_rotary: a start other than 0 needs num_positions")
     cos, sin = rotary_tables(num_positions or t, k)  # [num_positions or T, K]
-    if num_positions is not None:
-        cos, sin = (jax.lax.dynamic_slice_in_dim(a, start, t) for a in (cos, sin))
-    cos, sin = (table[None, :, None, :] for table in (cos, sin))  # [1, T, 1, K]
+    if positions is not None:
+        cos, sin = (jnp.take(a, positions, axis=0) for a in (cos, sin))  # [(B,) T, K]
+    cos, sin = (table.reshape(-1, t, 1, k) for table in (cos, sin))  # [1 or B, T, 1, K]
     return (x * cos + rotate_half(x) * sin).astype(x.dtype)
+
+
+def right_anchored_positions(padding_mask: jax.Array, history_seq_len: int) -> jax.Array:
+    """May 2026's right-anchored rotary positions, int32 ``[B, T]`` for ``[user | history |
+    candidates]`` (``right_anchored_rope=True``).
+
+    The user keeps position 0. A history of ``L`` valid items, left-aligned in its ``S``
+    slots, takes positions ``S - L + 1 .. S``: the newest item is always at ``S``,
+    whatever ``L`` is. Every candidate takes position ``S + 1``, the same for all, so a
+    candidate's logits no longer depend on its slot. Padding takes position 0.
+    """
+    t = padding_mask.shape[1]
+    s = history_seq_len
+    idx = jnp.arange(t, dtype=jnp.int32)[None, :]  # [1, T]
+    length = padding_mask[:, 1 : 1 + s].sum(axis=1, dtype=jnp.int32)[:, None]  # [B, 1]
+    history = (idx >= 1) & (idx <= s)
+    positions = jnp.where(history, s - length + idx, jnp.minimum(idx, s + 1))
+    return jnp.where(padding_mask, positions, 0)
 
 
 def _soft_cap(logits: jax.Array, multiplier: float) -> jax.Array:
@@ -252,7 +269,6 @@ class Context(NamedTuple):
     keys: jax.Array  # [B, N, Hkv, K], rotated at positions 0..N-1
     values: jax.Array  # [B, N, Hkv, K]
     valid: jax.Array  # bool [B, N]
-    first_position: jax.Array  # int [], the block's first position N + c0 (may be traced)
     num_positions: int  # N + C (C padded to whole blocks): the rotary tables' length
 
 
@@ -294,11 +310,13 @@ class MultiHeadAttention(hk.Module):
         super().__init__(name="multi_head_attention")
         self.config, self.attention, self.init = config, attention, init
 
-    def __call__(self, x, padding_mask, candidate_start: int | None, context=None):
+    def __call__(self, x, padding_mask, candidate_start: int | None, context=None, positions=None):
         """``x`` [B, T, D], ``padding_mask`` bool [B, T] -> (``[B, T, D]``, ``(k, v)``).
 
-        ``k``, ``v`` ``[B, T, Hkv, K]`` are the rotated keys and the values. With a
-        :class:`Context`, ``x`` is a block of candidates (:func:`block_attention`).
+        ``k``, ``v`` ``[B, T, Hkv, K]`` are the keys rotated at ``positions`` (``[T]`` or
+        ``[B, T]``, default ``0..T-1``; :func:`apply_rotary`) and the values. With a
+        :class:`Context`, ``x`` is a block of candidates (:func:`block_attention`) and
+        ``positions`` are theirs in the whole sequence.
         """
         cfg = self.config
         b, t, d = x.shape
@@ -307,8 +325,7 @@ class MultiHeadAttention(hk.Module):
         def project(name, heads):
             return Linear(heads * ksz, init=self.init, name=name)(x).reshape(b, t, heads, ksz)
 
-        # Positions 0..T-1, or a block of candidates' own positions in the whole sequence.
-        at = (0, None) if context is None else (context.first_position, context.num_positions)
+        at = (positions, None if context is None else context.num_positions)
         q = apply_rotary(project("query", cfg.num_q_heads), *at).reshape(b, t, hkv, g, ksz)
         k = apply_rotary(project("key", hkv), *at)
         v = project("value", hkv)
@@ -331,13 +348,13 @@ class DecoderLayer(hk.Module):
         super().__init__(name=f"decoder_layer_{index}")
         self.config, self.attention, self.init = config, attention, init
 
-    def __call__(self, h, padding_mask, candidate_start: int | None, context=None):
-        """``h`` [B, T, D] -> (``[B, T, D]``, the attention's ``(k, v)``); ``context``: see
-        :class:`MultiHeadAttention`."""
+    def __call__(self, h, padding_mask, candidate_start: int | None, context=None, positions=None):
+        """``h`` [B, T, D] -> (``[B, T, D]``, the attention's ``(k, v)``); ``context`` and
+        ``positions``: see :class:`MultiHeadAttention`."""
         init, d = self.init, h.shape[-1]
         attn = MultiHeadAttention(self.config, attention=self.attention, init=init)
         x = RMSNorm(init=init, name="rms_norm")(h)
-        a, kv = attn(x, padding_mask, candidate_start, context)
+        a, kv = attn(x, padding_mask, candidate_start, context, positions)
         h = h + RMSNorm(init=init, name="rms_norm_1")(a)
 
         x = RMSNorm(init=init, name="rms_norm_2")(h)
@@ -389,11 +406,14 @@ class Transformer(hk.Module):
         self.config, self.attention, self.init = config, attention, init
         self.candidate_chunk = candidate_chunk
 
-    def __call__(self, embeddings, padding_mask, candidate_start_offset: int | None = None):
+    def __call__(
+        self, embeddings, padding_mask, candidate_start_offset: int | None = None, positions=None
+    ):
         """``embeddings`` [B, T, D], ``padding_mask`` bool [B, T] -> [B, T, D].
 
         With ``candidate_start_offset`` the ranking mask (candidates isolated);
-        without it a plain causal mask.
+        without it a plain causal mask. ``positions``: int ``[B, T]`` rotary positions
+        (:func:`right_anchored_positions`), default ``0..T-1``.
         """
         layers = [
             DecoderLayer(self.config, i, attention=self.attention, init=self.init)
@@ -401,37 +421,41 @@ class Transformer(hk.Module):
         ]
         n, chunk = candidate_start_offset, self.candidate_chunk
         if n is not None and chunk is not None and embeddings.shape[1] - n > chunk:
-            return self._in_blocks(layers, embeddings, padding_mask, n)
+            return self._in_blocks(layers, embeddings, padding_mask, n, positions)
         h = embeddings
         for layer in layers:
-            h, _ = layer(h, padding_mask, n)
+            h, _ = layer(h, padding_mask, n, positions=positions)
         return h
 
-    def _in_blocks(self, layers, embeddings, padding_mask, n: int) -> jax.Array:
+    def _in_blocks(self, layers, embeddings, padding_mask, n: int, positions) -> jax.Array:
         """The candidates in blocks of ``candidate_chunk`` against the context's cached keys."""
         b, t, d = embeddings.shape
         size = self.candidate_chunk
         blocks = -(-(t - n) // size)
         pad = blocks * size - (t - n)
         ctx_valid = padding_mask[:, :n]
-        h, cache = embeddings[:, :n], []
-        for layer in layers:  # the context never sees a candidate: causal over N positions
-            h, kv = layer(h, ctx_valid, None)
-            cache.append(kv)
 
         def split(x):  # [B, C, ...] -> [blocks, B, size, ...], padding candidates at the end
             x = jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2))
             return jnp.swapaxes(x.reshape(b, blocks, size, *x.shape[2:]), 0, 1)
 
+        if positions is None:  # each block's own slice of 0..T-1, shared by the batch
+            ctx_positions = None
+            cand_positions = jnp.arange(n, n + blocks * size).reshape(blocks, size)
+        else:
+            ctx_positions, cand_positions = positions[:, :n], split(positions[:, n:])
+        h, cache = embeddings[:, :n], []
+        for layer in layers:  # the context never sees a candidate: causal over N positions
+            h, kv = layer(h, ctx_valid, None, positions=ctx_positions)
+            cache.append(kv)
+
         def block(_, xs):
-            x, valid, first = xs  # [B, size, D], [B, size], int []
+            x, valid, at = xs  # [B, size, D], [B, size], int [size] or [B, size]
             for layer, (k, v) in zip(layers, cache, strict=True):
-                x, _ = layer(x, valid, None, Context(k, v, ctx_valid, first, n + blocks * size))
+                x, _ = layer(x, valid, None, Context(k, v, ctx_valid, n + blocks * size), at)
             return None, x
 
-        firsts = n + size * jnp.arange(blocks)
-        _, out = hk.scan(
-            block, None, (split(embeddings[:, n:]), split(padding_mask[:, n:]), firsts)
-        )
+        xs = (split(embeddings[:, n:]), split(padding_mask[:, n:]), cand_positions)
+        _, out = hk.scan(block, None, xs)
         out = jnp.swapaxes(out, 0, 1).reshape(b, blocks * size, d)[:, : t - n]
         return jnp.concatenate([h, out], axis=1)

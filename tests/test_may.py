@@ -13,6 +13,7 @@ from phoenix_lib import reduce, tables
 from phoenix_lib.config import demo_ranker_config
 from phoenix_lib.inputs import random_batch
 from phoenix_lib.ranker import RankerOutput
+from phoenix_lib.transformer import right_anchored_positions
 
 MAY = "2026-05"
 
@@ -110,10 +111,12 @@ def test_may_outputs_and_its_features_move_the_logits():
         ip_ranker.apply(params, with_ip, emb)
 
 
+@pytest.mark.parametrize("anchored", [False, True])
 @pytest.mark.parametrize("chunk", [None, 2])
-def test_may_serving_paths_equal_the_masked_one(chunk):
+def test_may_serving_paths_equal_the_masked_one(chunk, anchored):
     config = demo_ranker_config(fprop_dtype=jnp.float32, history_seq_len=6, emb_size=32)
     config.model = dataclasses.replace(config.model, key_size=16)
+    config.right_anchored_rope = anchored
     batch, emb = _inputs(config, num_candidates=5, seed=4)
     batch = _may_fields(batch, seed=4)
     masked = pl.make_ranker(config, release=MAY, attention="masked")
@@ -125,11 +128,77 @@ def test_may_serving_paths_equal_the_masked_one(chunk):
         assert np.abs(np.asarray(a) - np.asarray(b)).max() <= 1e-5 * np.abs(np.asarray(b)).max()
 
 
-def test_unknown_releases_and_unbuilt_features_are_refused():
-    config = demo_ranker_config()
+def test_right_anchored_positions_of_left_aligned_histories():
+    """The user at 0; a history of L items at S - L + 1 .. S (the newest always at S);
+    every candidate at S + 1; padding at 0. S = 5, C = 3 (the last one padding)."""
+    s = 5
+    lengths = [0, 1, 3, 5]
+    history = np.arange(s)[None, :] < np.array(lengths)[:, None]  # [4, S]
+    mask = np.concatenate([np.ones((4, 1), bool), history, np.tile([True, True, False], (4, 1))], 1)
+    got = np.asarray(right_anchored_positions(jnp.asarray(mask), history_seq_len=s))
+    for row, length in zip(got, lengths, strict=True):
+        items = list(range(s - length + 1, s + 1))
+        assert row.tolist() == [0, *items, *[0] * (s - length), s + 1, s + 1, 0]
+    assert got.dtype == np.int32
+
+
+def test_right_anchored_candidates_have_no_slot_effect():
+    """January's positions give each candidate slot its own phase, so moving a candidate
+    moves its logits; right-anchored, every candidate sits at S + 1 and a permutation of
+    the candidates permutes the outputs bit for bit."""
+    config = demo_ranker_config(fprop_dtype=jnp.float32, history_seq_len=6, emb_size=32)
+    config.model = dataclasses.replace(config.model, key_size=16)
+    batch, emb = _inputs(config, num_candidates=5, seed=5)
+    order = np.array([3, 0, 4, 1, 2])
+    moved_batch = batch._replace(
+        candidate_post_hashes=batch.candidate_post_hashes[:, order],
+        candidate_author_hashes=batch.candidate_author_hashes[:, order],
+        candidate_product_surface=batch.candidate_product_surface[:, order],
+    )
+    moved_emb = emb._replace(
+        candidate_post_embeddings=emb.candidate_post_embeddings[:, order],
+        candidate_author_embeddings=emb.candidate_author_embeddings[:, order],
+    )
+    for anchored in (False, True):
+        ranker = pl.make_ranker(dataclasses.replace(config, right_anchored_rope=anchored),
+                                release=MAY)  # fmt: skip
+        params = ranker.init(jax.random.PRNGKey(3), batch, emb)
+        here = np.asarray(ranker.apply(params, batch, emb).logits)[:, order]
+        there = np.asarray(ranker.apply(params, moved_batch, moved_emb).logits)
+        if anchored:
+            np.testing.assert_array_equal(there, here)
+        else:
+            assert np.abs(there - here).max() > 1e-3 * np.abs(here).max()
+
+
+def test_unknown_releases_are_refused():
     with pytest.raises(ValueError, match="release must be one of"):
-        pl.make_ranker(config, release="2026-08")
-    anchored = dataclasses.replace(config, right_anchored_rope=True)
-    with pytest.raises(ValueError, match="right_anchored_rope"):
-        pl.make_ranker(anchored, release=MAY)
-    pl.make_ranker(anchored)  # January ignores May's fields
+        pl.make_ranker(demo_ranker_config(), release="2026-08")
+
+
+def test_bad_may_inputs_name_the_field():
+    config = demo_ranker_config(fprop_dtype=jnp.float32, history_seq_len=6, emb_size=32)
+    config.model = dataclasses.replace(config.model, key_size=16)
+    batch, emb = _inputs(config, seed=6)
+    may = _may_fields(batch, seed=6)
+    ranker = pl.make_ranker(config, release=MAY)
+    params = ranker.init(jax.random.PRNGKey(0), batch, emb)
+    bad = {
+        "candidate_impr_ts must be integer": may._replace(
+            candidate_impr_ts=may.candidate_impr_ts.astype(np.float32)),
+        "history_continuous_actions has shape": may._replace(
+            history_continuous_actions=may.history_continuous_actions[..., :3]),
+        "history_continuous_actions must be float": may._replace(
+            history_continuous_actions=may.history_continuous_actions.astype(np.int32)),
+        "come together": may._replace(candidate_post_creation_ts=None),
+    }  # fmt: skip
+    for message, wrong in bad.items():
+        with pytest.raises((ValueError, TypeError), match=message):
+            ranker.apply(params, wrong, emb)
+    # Right-anchored positions assume left-aligned histories: a gap is refused.
+    anchored = pl.make_ranker(dataclasses.replace(config, right_anchored_rope=True), release=MAY)
+    gap = np.asarray(batch.history_post_hashes).copy()
+    gap[1, 0] = 0
+    gap[1, 1] = 7
+    with pytest.raises(ValueError, match="row 1 has an item after padding"):
+        anchored.apply(params, batch._replace(history_post_hashes=gap), emb)

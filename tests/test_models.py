@@ -186,19 +186,27 @@ def test_rotary_inside_jit_follows_its_formula_at_late_positions():
     # from it is the reference. Traced, XLA evaluated the frequencies another way and
     # late positions came out 5e-4 off; the host-built tables stay at float32 rounding.
     t, k = 8192, 64
-    x = jax.random.normal(jax.random.key(0), (1, t, 2, k))
+    x = jax.random.normal(jax.random.key(0), (2, t, 2, k))
     inv_freq = 1.0 / (10_000 ** (np.arange(0, k, 2, dtype=np.float32) / k))
-    phase = np.tile(np.arange(t, dtype=np.float32)[:, None] * inv_freq, (1, 2))[None, :, None]
     x64 = np.asarray(x, np.float64)
     half = np.concatenate([-x64[..., k // 2 :], x64[..., : k // 2]], axis=-1)
-    want = x64 * np.cos(phase.astype(np.float64)) + half * np.sin(phase.astype(np.float64))
-    got = jax.jit(apply_rotary)(x)
-    assert np.abs(np.asarray(got, np.float64) - want).max() < 2e-6
-    # Positions 5..t-1 of the same tables, the start traced (as in a block of candidates).
-    late = jax.jit(apply_rotary, static_argnums=2)(x[:, 5:], 5, t)
-    assert np.abs(np.asarray(late, np.float64) - want[:, 5:]).max() < 2e-6
-    with pytest.raises(ValueError, match="num_positions"):
-        apply_rotary(x, 5)
+
+    def want(positions):  # [B, T'] -> x[:, :T'] rotated there, float64
+        phase = np.tile(positions.astype(np.float32)[..., None] * inv_freq, 2)[:, :, None]
+        phase = phase.astype(np.float64)
+        n = positions.shape[1]
+        return x64[:, :n] * np.cos(phase) + half[:, :n] * np.sin(phase)
+
+    def error(got, positions):
+        return np.abs(np.asarray(got, np.float64) - want(positions)).max()
+
+    assert error(jax.jit(apply_rotary)(x), np.tile(np.arange(t), (2, 1))) < 2e-6
+    # Positions 5..t-1 of the same tables, traced (as in a block of candidates).
+    late = jax.jit(apply_rotary, static_argnums=2)(x[:, : t - 5], jnp.arange(5, t), t)
+    assert error(late, np.tile(np.arange(5, t), (2, 1))) < 2e-6
+    # Per-row positions [B, T]: row 0 reversed, row 1 all at the last position.
+    rows = np.stack([np.arange(t)[::-1], np.full(t, t - 1)])
+    assert error(jax.jit(apply_rotary)(x, rows), rows) < 2e-6
 
 
 def _max_rel(a, b):
