@@ -73,13 +73,15 @@ def run(variant: str, seed: int, steps: int, context) -> dict:
     num_buckets = (2**13, 2**15, 2**11)
     optimizer = optimizers.book_optimizer(steps)
     ranker = make_ranker(
-        config, history="mean" if variant == "mean-pooled history" else "attention"
+        config,
+        history="mean" if variant == "mean-pooled history" else "attention",
+        release=common.RELEASE,
     )
     data = world.timeline_data(config, timeline, num_buckets, batch_size=64, sessions=range(40),
                                seed_offset=seed * 10**6, transform=transform)  # fmt: skip
     state = train.init_state(jax.random.key(SEED + seed), ranker, data(0)[0], optimizer,
                              num_buckets=num_buckets, emb_size=config.emb_size)  # fmt: skip
-    step = train.make_step(train.ranker_objective(config), optimizer)
+    step = train.make_step(train.ranker_objective(config, release=common.RELEASE), optimizer)
     start = time.perf_counter()
     state, _ = train.fit(step, state, data, steps, desc=f"{variant}, seed {seed}")
     seconds = time.perf_counter() - start

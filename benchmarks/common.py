@@ -17,6 +17,9 @@ import jax
 import numpy as np
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+# The release the benchmarks measure: January, the model Chapters 4-7 train, so that the
+# recorded numbers stay comparable across the book and RESULTS.md.
+RELEASE = "2026-01"
 
 
 def parse_args(description: str, argv=None, **extra) -> argparse.Namespace:

@@ -67,13 +67,19 @@ def programs() -> dict:
         "mpzch.write, TTL": lambda: mpzch.write(table, ids, 3),
         "mpzch.write, LRU": lambda: mpzch.write(lru, ids, 3),
         "mpzch.lookup": lambda: mpzch.lookup(table, ids),
-        "ranker, isolated": predict(make_ranker(ranker_config), ranking[0]),
-        "ranker, masked": predict(make_ranker(ranker_config, attention="masked"), ranking[0]),
+        "ranker, isolated": predict(make_ranker(ranker_config, release=common.RELEASE), ranking[0]),
+        "ranker, masked": predict(
+            make_ranker(ranker_config, attention="masked", release=common.RELEASE), ranking[0]
+        ),
         "ranker training step": step(
-            make_ranker(ranker_config), train.ranker_objective(ranker_config), ranking
+            make_ranker(ranker_config, release=common.RELEASE),
+            train.ranker_objective(ranker_config, release=common.RELEASE),
+            ranking,
         ),
         "retriever training step": step(
-            make_retriever(retrieval_config), train.retrieval_objective(retrieval_config), retrieval
+            make_retriever(retrieval_config, release=common.RELEASE),
+            train.retrieval_objective(retrieval_config, release=common.RELEASE),
+            retrieval,
         ),
     }
 

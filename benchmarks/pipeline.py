@@ -54,13 +54,15 @@ def setup(quick: bool):
                                          sessions=range(TEST_SESSION))  # fmt: skip
     steps = 20 if quick else 600
     optimizer = optimizers.book_optimizer(steps)
-    retriever = make_retriever(config)
+    retriever = make_retriever(config, release=common.RELEASE)
     state = train.init_state(jax.random.key(SEED), retriever, data(0)[0], optimizer,
                              num_buckets=NUM_BUCKETS, emb_size=config.emb_size)  # fmt: skip
-    step = train.make_step(train.retrieval_objective(config, temperature=0.2), optimizer)
+    step = train.make_step(
+        train.retrieval_objective(config, temperature=0.2, release=common.RELEASE), optimizer
+    )
     state, _ = train.fit(step, state, data, steps, desc="two towers")
     buckets = world.buckets(config, NUM_BUCKETS)
-    encoder = make_candidate_encoder(config)
+    encoder = make_candidate_encoder(config, release=common.RELEASE)
     params = state.params
     corpus = jax.jit(encoder.apply)(
         params["model"],
@@ -115,10 +117,10 @@ def run(variant: str, seed: int, steps: int, c: dict) -> dict:
                                sessions=range(TEST_SESSION), seed_offset=10**6 * (seed + 1),
                                candidates=candidates if share else None)  # fmt: skip
     optimizer = optimizers.book_optimizer(steps)
-    ranker = make_ranker(config)
+    ranker = make_ranker(config, release=common.RELEASE)
     state = train.init_state(jax.random.key(SEED + 1 + seed), ranker, data(0)[0], optimizer,
                              num_buckets=NUM_BUCKETS, emb_size=config.emb_size)  # fmt: skip
-    step = train.make_step(train.ranker_objective(config), optimizer)
+    step = train.make_step(train.ranker_objective(config, release=common.RELEASE), optimizer)
     start = time.perf_counter()
     state, _ = train.fit(step, state, data, steps, desc=f"{variant}, seed {seed}")
     seconds = time.perf_counter() - start

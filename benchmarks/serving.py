@@ -50,7 +50,7 @@ def measure(config, hash_tables, params, num_candidates: int, block: int, repeat
         del variants["blocks"]
     rows, logits = [], {}
     for path, kwargs in variants.items():
-        apply = jax.jit(make_ranker(config, **kwargs).apply)
+        apply = jax.jit(make_ranker(config, **kwargs, release=common.RELEASE).apply)
         start = time.perf_counter()
         compiled = apply.lower(params, batch, embeddings).compile()
         compile_s = time.perf_counter() - start
@@ -115,7 +115,9 @@ def main(argv=None) -> dict:
     )
     # Trained-like weights (the release's own init zeroes the transformer), the same for
     # both paths and every C (no parameter depends on C).
-    params = make_ranker(config).init(jax.random.key(0), *request(config, hash_tables, min(counts)))
+    params = make_ranker(config, release=common.RELEASE).init(
+        jax.random.key(0), *request(config, hash_tables, min(counts))
+    )
     print(
         f"serving on {common.machine()['device']}: B = 1, S = {config.history_seq_len}, "
         f"D = {config.emb_size}, layers: {config.model.num_layers}, float32"

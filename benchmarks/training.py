@@ -44,13 +44,13 @@ def ranker_case(world, quick: bool, optimizer):
     data = world.ranking_data(config, buckets, batch_size=batch_size)
     state = train.init_state(
         jax.random.key(0),
-        make_ranker(config),
+        make_ranker(config, release=common.RELEASE),
         data(0)[0],
         optimizer,
         num_buckets=buckets,
         emb_size=config.emb_size,
     )
-    step = train.make_step(train.ranker_objective(config), optimizer)
+    step = train.make_step(train.ranker_objective(config, release=common.RELEASE), optimizer)
     examples = batch_size * config.candidate_seq_len
     return "ranker (Ch. 4)", step, state, data, batch_size, examples
 
@@ -69,13 +69,15 @@ def retrieval_case(world, quick: bool, optimizer):
     )
     state = train.init_state(
         jax.random.key(0),
-        make_retriever(config),
+        make_retriever(config, release=common.RELEASE),
         data(0)[0],
         optimizer,
         num_buckets=buckets,
         emb_size=config.emb_size,
     )
-    step = train.make_step(train.retrieval_objective(config, temperature=0.2), optimizer)
+    step = train.make_step(
+        train.retrieval_objective(config, temperature=0.2, release=common.RELEASE), optimizer
+    )
     return "two towers (Ch. 5)", step, state, data, batch_size, batch_size
 
 

@@ -37,6 +37,8 @@ ACTIONS = (
     "report",
     "dwell_time",
 )
+# The negative-feedback heads: August 2026 trains no loss on them for sampled negatives.
+NEGATIVE_FEEDBACK = ("not_interested", "block_author", "mute_author", "report")
 
 
 @dataclasses.dataclass
@@ -83,6 +85,15 @@ def _complete_model_config(config) -> None:
 
 
 RELEASES = ("2026-01", "2026-05")
+DEFAULT_RELEASE = "2026-05"  # the newest release the book teaches
+
+
+def check_release(release: str) -> None:
+    """Refuse an unknown release by name."""
+    if release not in RELEASES:
+        raise ValueError(f"release must be one of {RELEASES}, got {release!r}")
+
+
 # May 2026: candidate ages up to this many minutes get their own buckets; older ones share
 # an overflow bucket.
 POST_AGE_MAX_MINUTES = 4800
@@ -111,6 +122,10 @@ class ContinuousActionConfig:
     def __post_init__(self):
         if self.norm_config is None:
             self.norm_config = NormConfig()
+        if self.loss_type not in ("mae", "tweedie"):
+            raise ValueError(f"loss_type must be 'mae' or 'tweedie', got {self.loss_type!r}")
+        if not 1 < self.tweedie_power < 2:
+            raise ValueError(f"tweedie_power must be in (1, 2), got {self.tweedie_power}")
 
 
 @dataclasses.dataclass

@@ -8,7 +8,7 @@ import haiku as hk
 import jax
 import jax.numpy as jnp
 
-from phoenix_lib.config import RELEASES, PhoenixModelConfig
+from phoenix_lib.config import DEFAULT_RELEASE, PhoenixModelConfig, check_release
 from phoenix_lib.inputs import RecsysBatch, RecsysEmbeddings, with_validation
 from phoenix_lib.reduce import build_sequence
 from phoenix_lib.transformer import RMSNorm, Transformer, check_options, right_anchored_positions
@@ -33,7 +33,7 @@ class PhoenixModel(hk.Module):
         *,
         init: str,
         history: str = "attention",
-        release: str = "2026-01",
+        release: str = DEFAULT_RELEASE,
     ):
         super().__init__(name="phoenix_model")
         self.config, self.transformer, self.init, self.history = config, transformer, init, history
@@ -78,7 +78,7 @@ def make_ranker(
     init: str = "book",
     candidate_chunk: int | None = None,
     history: str = "attention",
-    release: str = "2026-01",
+    release: str = DEFAULT_RELEASE,
 ) -> hk.Transformed:
     """The ranker: ``init(rng, batch, embeddings)`` and ``apply(params, batch, embeddings)``.
 
@@ -93,11 +93,12 @@ def make_ranker(
       history: ``"attention"`` (the release) or ``"mean"``, an ablation: the history
         enters as one position, the masked mean of its items, so the model cannot
         attend to items one by one (:func:`mean_pool_history`). Same parameters.
-      release: ``"2026-01"`` (the January sample, the book's chapters) or ``"2026-05"``
-        (May: each candidate's post-age row in ``proj_mat_2``, the history's dwell feature
-        in ``proj_mat_3``, optional IP rows for the user, and the continuous heads; the
-        output is a :class:`RankerOutput`; with ``config.right_anchored_rope``, the rotary
-        positions of :func:`~phoenix_lib.transformer.right_anchored_positions`).
+      release: ``"2026-05"`` (default) or ``"2026-01"`` (the January sample, which
+        returns the logits alone). May adds each candidate's post-age row in
+        ``proj_mat_2``, the history's dwell feature in ``proj_mat_3``, optional IP rows
+        for the user and the continuous heads, and returns a :class:`RankerOutput`; with
+        ``config.right_anchored_rope``, the rotary positions of
+        :func:`~phoenix_lib.transformer.right_anchored_positions`.
 
     Both functions run :func:`phoenix_lib.validate_batch` first: shape checks always,
     value checks when the inputs are concrete (not under ``jax.jit`` tracing). Bad
@@ -133,13 +134,9 @@ def mean_pool_history(sequence, padding_mask, start: int):
     )
 
 
-def check_release(release: str) -> None:
-    """Refuse an unknown release by name."""
-    if release not in RELEASES:
-        raise ValueError(f"release must be one of {RELEASES}, got {release!r}")
-
-
-def make_input_builder(config: PhoenixModelConfig, release: str = "2026-01") -> hk.Transformed:
+def make_input_builder(
+    config: PhoenixModelConfig, release: str = DEFAULT_RELEASE
+) -> hk.Transformed:
     """The ranker's input stage alone: ``apply(params, batch, embeddings)`` ->
     ``(sequence, padding_mask, candidate_start_offset)``, reading the same
     ``phoenix_model/...`` parameters as :func:`make_ranker` (pass the ranker's params)."""

@@ -9,7 +9,7 @@ import haiku as hk
 import jax
 import jax.numpy as jnp
 
-from phoenix_lib.config import PhoenixRetrievalModelConfig
+from phoenix_lib.config import DEFAULT_RELEASE, PhoenixRetrievalModelConfig, check_release
 from phoenix_lib.inputs import RecsysBatch, RecsysEmbeddings, with_validation
 from phoenix_lib.reduce import PROJECTION_INIT, build_context
 from phoenix_lib.transformer import Transformer
@@ -90,13 +90,28 @@ class PhoenixRetrievalModel(hk.Module):
         )
 
 
-def make_retriever(config: PhoenixRetrievalModelConfig) -> hk.Transformed:
+def check_retriever_release(config: PhoenixRetrievalModelConfig, release: str) -> None:
+    """Refuse an unknown release, and May's ``enable_linear_proj=False`` under January."""
+    check_release(release)
+    if release == "2026-01" and not config.enable_linear_proj:
+        raise ValueError(
+            "enable_linear_proj=False is May 2026's mean-pooling candidate tower; January's "
+            "tower always projects: use release='2026-05' or enable_linear_proj=True"
+        )
+
+
+def make_retriever(
+    config: PhoenixRetrievalModelConfig, release: str = DEFAULT_RELEASE
+) -> hk.Transformed:
     """The two towers: ``apply(params, batch, embeddings) -> RetrievalOutput``.
 
-    The transformer's weights start from the book's initialiser (see
+    ``release``: ``"2026-05"`` (default) or ``"2026-01"``. They differ only in May's
+    ``config.enable_linear_proj`` (default ``True``, January's tower), which January
+    refuses when ``False``. The transformer's weights start from the book's initialiser (see
     :func:`phoenix_lib.transformer.initializers`). Inputs are checked by
     :func:`phoenix_lib.validate_batch`, as for the ranker.
     """
+    check_retriever_release(config, release)
 
     def forward(batch, embeddings):
         return PhoenixRetrievalModel(config, Transformer(config.model))(batch, embeddings)
@@ -104,12 +119,16 @@ def make_retriever(config: PhoenixRetrievalModelConfig) -> hk.Transformed:
     return with_validation(config, hk.without_apply_rng(hk.transform(forward)))
 
 
-def make_candidate_encoder(config: PhoenixRetrievalModelConfig) -> hk.Transformed:
+def make_candidate_encoder(
+    config: PhoenixRetrievalModelConfig, release: str = DEFAULT_RELEASE
+) -> hk.Transformed:
     """The candidate tower alone, for encoding a corpus with the retriever's params.
 
     ``apply(params, post_embeddings [N, Hi, D], author_embeddings [N, Ha, D]) -> [N, D]``
     reads ``phoenix_retrieval_model/candidate_tower/...`` (pass the retriever's params).
+    ``release`` as for :func:`make_retriever`.
     """
+    check_retriever_release(config, release)
 
     def forward(post_embeddings, author_embeddings):
         model = PhoenixRetrievalModel(config, transformer=None)

@@ -21,9 +21,11 @@ import optax
 from tqdm import tqdm
 
 from phoenix_lib import mpzch
+from phoenix_lib.config import ACTIONS, DEFAULT_RELEASE, NEGATIVE_FEEDBACK, ContinuousActionConfig
 from phoenix_lib.inputs import RecsysBatch, _check_shape, validate_batch
 from phoenix_lib.optimizers import TableSparse, TableSparseState, local_tables
-from phoenix_lib.ranker import make_ranker
+from phoenix_lib.ranker import RankerOutput, make_ranker
+from phoenix_lib.reduce import normalize_continuous
 from phoenix_lib.retrieval import make_retriever
 from phoenix_lib.tables import HashTables, check_hashes_fit, embed, init_tables
 
@@ -54,39 +56,129 @@ def forward(model, params, batch: RecsysBatch):
 
 def make_predict(ranker) -> Callable:
     """A jitted ``predict(params, batch)``: the ranker's action probabilities
-    ``sigmoid(logits)`` ``[B, C, num_actions]``, compiled once per batch shape."""
-    return jax.jit(lambda params, batch: jax.nn.sigmoid(forward(ranker, params, batch)))
+    ``sigmoid(logits)`` ``[B, C, num_actions]``, compiled once per batch shape. For a May
+    ranker these are its output's ``logits`` through the sigmoid; its continuous
+    predictions are in :func:`forward`'s output."""
+
+    def predict(params, batch):
+        out = forward(ranker, params, batch)
+        return jax.nn.sigmoid(out.logits if isinstance(out, RankerOutput) else out)
+
+    return jax.jit(predict)
 
 
-def ranker_loss(logits, labels, mask) -> jax.Array:
+def ranker_loss(logits, labels, mask, weights=None) -> jax.Array:
     """Mean binary cross-entropy over real candidates and all actions.
 
     Args:
       logits: ``[B, C, A]``. labels: 0/1 ``[B, C, A]``. mask: bool ``[B, C]``.
+      weights: optional ``[B, C, A]`` per-label weights (0 leaves a label out): the
+        mean is over the weights' sum.
     """
     bce = optax.sigmoid_binary_cross_entropy(logits.astype(jnp.float32), labels)
-    weights = mask.astype(jnp.float32)[..., None]
-    return jnp.sum(bce * weights) / jnp.maximum(jnp.sum(weights) * labels.shape[-1], 1.0)
+    w = jnp.broadcast_to(mask.astype(jnp.float32)[..., None], bce.shape)
+    if weights is not None:
+        w = w * weights
+    return jnp.sum(bce * w) / jnp.maximum(jnp.sum(w), 1.0)
 
 
-def ranker_objective(config, *, attention: str = "isolated") -> Callable:
-    """``loss(params, batch, labels, mask)`` for the ranker built from ``config``: labels
-    float ``[B, C, A]`` (A = ``config.num_actions``), mask bool ``[B, C]``.
+def negative_feedback_weights(sampled_negative, num_actions: int) -> jax.Array:
+    """Label weights ``[B, C, A]``: 0 for the negative-feedback heads
+    (:data:`~phoenix_lib.config.NEGATIVE_FEEDBACK`) of candidate slots that are sampled
+    negatives (bool ``[B, C]``), 1 elsewhere. A post the user never saw cannot have been
+    reported or muted, so its 0 labels there say nothing (August 2026's rule, declared by
+    May's ``mask_neg_feedback_on_negatives``)."""
+    heads = np.isin(np.arange(num_actions), [ACTIONS.index(a) for a in NEGATIVE_FEEDBACK])
+    return 1.0 - (sampled_negative[..., None] & heads).astype(jnp.float32)
+
+
+def continuous_loss(preds, targets, mask, config: ContinuousActionConfig) -> jax.Array:
+    """Loss of the continuous heads, mean over real candidates and the heads.
+
+    ``targets`` (raw units, e.g. dwell seconds) are normalised to ``y`` in ``[0, 1]``
+    (:class:`~phoenix_lib.config.NormConfig`). ``"mae"``: ``|p - y|``. ``"tweedie"``
+    (power ``r`` in (1, 2)): the Tweedie negative log-likelihood of mean ``p`` up to
+    terms free of ``p``, ``-y p^(1-r) / (1-r) + p^(2-r) / (2-r)``, minimised at
+    ``p = y``; ``p`` is floored at 1e-6 (a sigmoid can round to 0).
+
+    Args:
+      preds: ``[B, C, K]`` in (0, 1) (the May ranker's ``continuous_preds``).
+      targets: float ``[B, C, K]``. mask: bool ``[B, C]``.
+    """
+    y = normalize_continuous(targets.astype(jnp.float32), config.norm_config)
+    p = preds.astype(jnp.float32)
+    if config.loss_type == "mae":
+        per = jnp.abs(p - y)
+    else:
+        r, p = config.tweedie_power, jnp.maximum(p, 1e-6)
+        per = -y * p ** (1 - r) / (1 - r) + p ** (2 - r) / (2 - r)
+    w = mask.astype(jnp.float32)[..., None]
+    return jnp.sum(per * w) / jnp.maximum(jnp.sum(w) * per.shape[-1], 1.0)
+
+
+def ranker_objective(
+    config, *, attention: str = "isolated", release: str = DEFAULT_RELEASE
+) -> Callable:
+    """``loss(params, batch, labels, mask, continuous_targets=None, sampled_negative=None)``
+    for the ranker of ``release`` built from ``config``: labels float ``[B, C, A]``
+    (A = ``config.num_actions``), mask bool ``[B, C]``.
+
+    January: :func:`ranker_loss`. May adds, as August's code defines them:
+    ``loss_weight *`` :func:`continuous_loss` of the continuous heads against
+    ``continuous_targets`` float ``[B, C, num_continuous_actions]`` (raw units), and,
+    with ``mask_neg_feedback_on_negatives``, no negative-feedback loss on the slots
+    flagged by ``sampled_negative`` bool ``[B, C]`` (:func:`negative_feedback_weights`).
 
     ``loss.check_inputs`` validates concrete inputs on the host (:func:`make_step` runs it
     before every step): the batch (:func:`phoenix_lib.validate_batch`), its buckets
-    against the tables, the labels' and mask's shapes.
+    against the tables, the labels', mask's and May inputs' shapes, and that each May
+    input has the release and setting that use it.
     """
-    model = make_ranker(config, attention=attention)
+    model = make_ranker(config, attention=attention, release=release)
+    cont = config.continuous_action_config
 
-    def loss(params, batch, labels, mask):
-        return ranker_loss(forward(model, params, batch), labels, mask)
+    def loss(params, batch, labels, mask, continuous_targets=None, sampled_negative=None):
+        out = forward(model, params, batch)
+        if release == "2026-01":
+            return ranker_loss(out, labels, mask)
+        weights = None
+        if sampled_negative is not None and config.mask_neg_feedback_on_negatives:
+            weights = negative_feedback_weights(sampled_negative, config.num_actions)
+        value = ranker_loss(out.logits, labels, mask, weights)
+        if continuous_targets is not None:
+            value = value + cont.loss_weight * continuous_loss(
+                out.continuous_preds, continuous_targets, mask, cont
+            )
+        return value
 
-    def check_inputs(params, batch, labels, mask):
+    def check_inputs(params, batch, labels, mask, continuous_targets=None, sampled_negative=None):
         _check_batch(config, params, batch)
         b, c = batch.candidate_post_hashes.shape[:2]
         _check_array("labels", labels, (b, c, config.num_actions), "f")
         _check_array("mask", mask, (b, c), "b")
+        may_inputs = {
+            "continuous_targets": continuous_targets,
+            "sampled_negative": sampled_negative,
+        }
+        for name, value in may_inputs.items():
+            if value is not None and release == "2026-01":
+                raise ValueError(f"{name} is a May 2026 input: use release='2026-05'")
+        if continuous_targets is not None:
+            k = config.num_continuous_actions
+            _check_array("continuous_targets", continuous_targets, (b, c, k), "f")
+            if cont.loss_weight == 0:
+                raise ValueError(
+                    "continuous_targets given, but continuous_action_config.loss_weight is 0 "
+                    "(the continuous heads would not train): set a positive weight"
+                )
+        if sampled_negative is not None:
+            _check_array("sampled_negative", sampled_negative, (b, c), "b")
+            if config.mask_neg_feedback_on_negatives and config.num_actions != len(ACTIONS):
+                raise ValueError(
+                    f"sampled_negative masks the heads {NEGATIVE_FEEDBACK} by their place in "
+                    f"the release's {len(ACTIONS)} actions; this config has "
+                    f"num_actions={config.num_actions}"
+                )
 
     loss.check_inputs = check_inputs
     return loss
@@ -129,11 +221,13 @@ def retrieval_loss(user, candidates, log_q, item, valid, temperature: float) -> 
     return jnp.sum(per_row) / jnp.maximum(jnp.sum(valid), 1)
 
 
-def retrieval_objective(config, *, temperature: float = 0.05) -> Callable:
+def retrieval_objective(
+    config, *, temperature: float = 0.05, release: str = DEFAULT_RELEASE
+) -> Callable:
     """``loss(params, batch, log_q, item, valid)``: each user's one candidate is its positive;
     log_q float ``[B]``, item int ``[B]``, valid bool ``[B]``. ``loss.check_inputs`` as for
-    :func:`ranker_objective`."""
-    model = make_retriever(config)
+    :func:`ranker_objective`; ``release`` as for :func:`phoenix_lib.make_retriever`."""
+    model = make_retriever(config, release)
 
     def loss(params, batch, log_q, item, valid):
         out = forward(model, params, batch)

@@ -52,12 +52,11 @@ from typing import NamedTuple
 import numpy as np
 from tqdm import tqdm
 
-from phoenix_lib.config import ACTIONS
+from phoenix_lib.config import ACTIONS, NEGATIVE_FEEDBACK
 from phoenix_lib.hashing import multi_hash
 from phoenix_lib.inputs import RecsysBatch, batch_from_ids
 from phoenix_lib.mpzch_reference import murmur_hash3_2x64_numpy
 
-NEGATIVE_ACTIONS = ("not_interested", "block_author", "mute_author", "report")
 # Probability of each action at affinity 0 (a typical pair) and its slope in
 # affinity. Rates follow the usual shape of a feed: dwell common, likes a few
 # percent, shares and reports rare.
@@ -68,7 +67,7 @@ BASE_RATES = {
     "quoted_click": 0.004, "follow_author": 0.002, "not_interested": 0.01,
     "block_author": 0.0006, "mute_author": 0.001, "report": 0.0004, "dwell_time": 0.3,
 }  # fmt: skip
-SLOPES = {a: (-0.8 if a in NEGATIVE_ACTIONS else 1.0) for a in ACTIONS} | {
+SLOPES = {a: (-0.8 if a in NEGATIVE_FEEDBACK else 1.0) for a in ACTIONS} | {
     "dwell": 0.6, "dwell_time": 0.5, "vqv": 0.6, "click": 0.8, "follow_author": 1.3,
 }  # fmt: skip
 _EPOCH_MS = 1_288_834_974_657  # Twitter's snowflake epoch (Nov 2010), for realistic IDs

@@ -6,11 +6,12 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import phoenix_lib as pl
-from phoenix_lib import reduce, tables
-from phoenix_lib.config import demo_ranker_config
+from phoenix_lib import reduce, tables, train
+from phoenix_lib.config import ACTIONS, NEGATIVE_FEEDBACK, demo_ranker_config, demo_retrieval_config
 from phoenix_lib.inputs import random_batch
 from phoenix_lib.ranker import RankerOutput
 from phoenix_lib.transformer import right_anchored_positions
@@ -46,8 +47,8 @@ def test_may_parameter_tree_is_the_fact_sheets():
     and four new parameters (shared/reference/phoenix-2026-releases.md, D = 128)."""
     config = demo_ranker_config(fprop_dtype=jnp.float32)
     batch, emb = _inputs(config)
-    january = pl.make_ranker(config).init(jax.random.PRNGKey(0), batch, emb)
-    may = pl.make_ranker(config, release=MAY).init(jax.random.PRNGKey(0), batch, emb)
+    january = pl.make_ranker(config, release="2026-01").init(jax.random.PRNGKey(0), batch, emb)
+    may = pl.make_ranker(config).init(jax.random.PRNGKey(0), batch, emb)  # May: the default
     shapes = lambda p: {(m, n): v.shape for m, e in p.items() for n, v in e.items()}  # noqa: E731
     expected = shapes(january) | {
         ("phoenix_model", "proj_mat_2"): (6 * 128, 128),  # (Hi + Ha + surface + age) * D
@@ -202,3 +203,112 @@ def test_bad_may_inputs_name_the_field():
     gap[1, 1] = 7
     with pytest.raises(ValueError, match="row 1 has an item after padding"):
         anchored.apply(params, batch._replace(history_post_hashes=gap), emb)
+
+
+def test_continuous_losses_by_hand():
+    """MAE and Tweedie (power 1.5) on targets normalised by norm_scale 30 s, mean over real
+    candidates; the Tweedie loss of one target is smallest at the prediction p = y."""
+    preds = jnp.array([[[0.2, 0.5], [0.9, 0.1]]])  # [1, 2, 2]
+    targets = jnp.array([[[3.0, 60.0], [27.0, 0.0]]])  # seconds -> y = 0.1, 1.0 | 0.9, 0.0
+    mask = jnp.array([[True, False]])
+    y = np.array([0.1, 1.0])
+    p = np.array([0.2, 0.5])
+    mae = pl.config.ContinuousActionConfig(loss_type="mae")
+    assert np.isclose(train.continuous_loss(preds, targets, mask, mae), np.abs(p - y).mean())
+    tweedie = pl.config.ContinuousActionConfig(loss_type="tweedie", tweedie_power=1.5)
+    want = (-y * p**-0.5 / -0.5 + p**0.5 / 0.5).mean()
+    assert np.isclose(train.continuous_loss(preds, targets, mask, tweedie), want, rtol=1e-6)
+    grid, one = np.linspace(0.05, 0.95, 91), jnp.ones((1, 1), bool)
+    twelve = jnp.full((1, 1, 1), 12.0)  # y = 12 / 30 = 0.4
+    per = [float(train.continuous_loss(jnp.full((1, 1, 1), q), twelve, one, tweedie)) for q in grid]
+    assert np.isclose(grid[np.argmin(per)], 0.4, atol=0.011)
+    with pytest.raises(ValueError, match="loss_type"):
+        pl.config.ContinuousActionConfig(loss_type="huber")
+
+
+def _may_training_setup(**config_changes):
+    config = demo_ranker_config(fprop_dtype=jnp.float32, history_seq_len=6, emb_size=32)
+    config.model = dataclasses.replace(config.model, key_size=16, num_layers=1)
+    config = dataclasses.replace(config, **config_changes)
+    batch = _may_fields(_inputs(config, num_candidates=4, seed=7)[0], seed=7)
+    r = np.random.default_rng(7)
+    labels = (r.random((3, 4, 19)) < 0.3).astype(np.float32)
+    mask = np.array([[True] * 4, [True] * 4, [True, True, True, False]])
+    optimizer = optax.adam(1e-2)
+    state = train.init_state(jax.random.key(0), pl.make_ranker(config), batch, optimizer,
+                             num_buckets=(64, 64, 64), emb_size=config.emb_size)  # fmt: skip
+    return config, state, batch, labels, mask, optimizer
+
+
+def test_no_negative_feedback_loss_on_sampled_negatives():
+    config, state, batch, labels, mask, _ = _may_training_setup()
+    loss = train.ranker_objective(config)
+    negative = np.zeros((3, 4), bool)
+    negative[:, 2:] = True  # the last two slots of every row are sampled negatives
+    flipped = labels.copy()
+    heads = [ACTIONS.index(a) for a in NEGATIVE_FEEDBACK]
+    flipped[:, 2:, heads] = 1 - flipped[:, 2:, heads]
+    args = (state.params, batch, labels, mask, None, negative)
+    assert float(loss(*args)) == float(loss(state.params, batch, flipped, mask, None, negative))
+    other = labels.copy()
+    other[:, 2:, ACTIONS.index("favorite")] = 1 - other[:, 2:, ACTIONS.index("favorite")]
+    assert float(loss(*args)) != float(loss(state.params, batch, other, mask, None, negative))
+    assert float(loss(*args)) != float(loss(state.params, batch, flipped, mask))  # no flags
+    # With the setting off, the flags change nothing.
+    off = train.ranker_objective(dataclasses.replace(config, mask_neg_feedback_on_negatives=False))
+    assert float(off(*args)) == float(off(state.params, batch, labels, mask))
+
+
+def test_a_may_step_trains_the_continuous_heads():
+    """loss_weight 1, MAE: on a fixed batch the continuous heads move toward the targets."""
+    cont = pl.config.ContinuousActionConfig(loss_weight=1.0)
+    config, state, batch, labels, mask, optimizer = _may_training_setup(
+        continuous_action_config=cont
+    )
+    targets = np.zeros((3, 4, 8), np.float32)
+    targets[..., 1] = np.random.default_rng(8).uniform(0, 30, (3, 4))
+    objective = train.ranker_objective(config)
+    step = train.make_step(objective, optimizer)
+
+    def continuous_error(params):
+        out = train.forward(pl.make_ranker(config), params, batch)
+        return float(train.continuous_loss(out.continuous_preds, targets, mask, cont))
+
+    before = continuous_error(state.params)
+    for _ in range(30):
+        state, _ = step(state, batch, labels, mask, targets)
+    assert continuous_error(state.params) < 0.5 * before
+
+
+def test_may_training_inputs_are_checked():
+    config, state, batch, labels, mask, optimizer = _may_training_setup()
+    targets = np.ones((3, 4, 8), np.float32)
+    step = train.make_step(train.ranker_objective(config), optimizer)
+    with pytest.raises(ValueError, match="loss_weight is 0"):
+        step(state, batch, labels, mask, targets)
+    with pytest.raises(ValueError, match="continuous_targets has shape"):
+        weighted = dataclasses.replace(
+            config, continuous_action_config=pl.config.ContinuousActionConfig(loss_weight=1.0)
+        )
+        train.make_step(train.ranker_objective(weighted), optimizer)(
+            state, batch, labels, mask, targets[..., :2]
+        )
+    with pytest.raises(TypeError, match="sampled_negative must be bool"):
+        step(state, batch, labels, mask, None, np.zeros((3, 4), np.int32))
+    january = train.make_step(train.ranker_objective(config, release="2026-01"), optimizer)
+    with pytest.raises(ValueError, match="sampled_negative is a May 2026 input"):
+        january(state, batch, labels, mask, None, np.zeros((3, 4), bool))
+
+
+def test_the_default_release_is_may():
+    assert pl.config.DEFAULT_RELEASE == "2026-05"
+    config = demo_ranker_config(fprop_dtype=jnp.float32, history_seq_len=6, emb_size=32)
+    config.model = dataclasses.replace(config.model, key_size=16, num_layers=1)
+    batch, emb = _inputs(config)
+    params = pl.make_ranker(config).init(jax.random.PRNGKey(0), batch, emb)
+    assert "post_age_embedding_table" in params["phoenix_model"]
+    retrieval = dataclasses.replace(demo_retrieval_config(fprop_dtype=jnp.float32),
+                                    enable_linear_proj=False)  # fmt: skip
+    pl.make_retriever(retrieval)  # May's mean-pooling tower
+    with pytest.raises(ValueError, match="January's tower always projects"):
+        pl.make_retriever(retrieval, release="2026-01")

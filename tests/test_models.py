@@ -15,6 +15,8 @@ from phoenix_lib.config import demo_ranker_config, demo_retrieval_config
 from phoenix_lib.inputs import random_batch
 from phoenix_lib.transformer import apply_rotary, ffn_size
 
+JANUARY = "2026-01"  # this file tests the January model; tests/test_may.py tests May
+
 # The fact sheet's table (shared/reference/phoenix-architecture.md) for D = 128,
 # 19 actions, 2 layers, 2 hashes per entity, vocabulary 16.
 RANKER_TREE = {
@@ -86,7 +88,7 @@ def _inputs(config, *, batch_size=2, num_candidates=4, seed=0, history_fill=0.7,
 def demo():
     config = demo_ranker_config(fprop_dtype=jnp.float32, history_seq_len=6)
     batch, emb = _inputs(config)
-    params = pl.make_ranker(config).init(jax.random.PRNGKey(0), batch, emb)
+    params = pl.make_ranker(config, release=JANUARY).init(jax.random.PRNGKey(0), batch, emb)
     return config, batch, emb, params
 
 
@@ -94,7 +96,9 @@ def test_init_at_optimisation_level_1_gives_the_default_levels_parameters(demo):
     """``init`` compiles at XLA's level 1 (faster to compile); inside another ``jax.jit``
     it is traced into that program, compiled at the default level. Same bits."""
     config, batch, emb, params = demo  # params from the level-1 program
-    default = jax.jit(pl.make_ranker(config).init)(jax.random.PRNGKey(0), batch, emb)
+    default = jax.jit(pl.make_ranker(config, release=JANUARY).init)(
+        jax.random.PRNGKey(0), batch, emb
+    )
     for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(default), strict=True):
         np.testing.assert_array_equal(a, b)
 
@@ -160,7 +164,11 @@ def test_parameter_shapes_follow_the_config():
         fprop_dtype=jnp.float32,
     )
     batch, emb = _inputs(config)
-    tree = _tree(jax.eval_shape(pl.make_ranker(config).init, jax.random.PRNGKey(0), batch, emb))
+    tree = _tree(
+        jax.eval_shape(
+            pl.make_ranker(config, release=JANUARY).init, jax.random.PRNGKey(0), batch, emb
+        )
+    )
     assert tree[("phoenix_model", "proj_mat_1")] == (3 * 32, 32)
     assert tree[("phoenix_model", "proj_mat_3")] == ((1 + 2 + 2) * 32, 32)
     assert tree[("phoenix_model", "proj_mat_2")] == ((1 + 2 + 1) * 32, 32)
@@ -286,14 +294,16 @@ _COMPILED = {}  # one jitted init/apply per config (by value) and attention path
 def _jit_init(config):
     key = (repr(config), "init")
     if key not in _COMPILED:
-        _COMPILED[key] = pl.make_ranker(config).init  # jitted by make_ranker
+        _COMPILED[key] = pl.make_ranker(config, release=JANUARY).init  # jitted by make_ranker
     return _COMPILED[key]
 
 
 def _apply(config, attention="isolated", candidate_chunk=None):
     key = (repr(config), attention, candidate_chunk)
     if key not in _COMPILED:
-        ranker = pl.make_ranker(config, attention=attention, candidate_chunk=candidate_chunk)
+        ranker = pl.make_ranker(
+            config, attention=attention, candidate_chunk=candidate_chunk, release=JANUARY
+        )
         _COMPILED[key] = jax.jit(ranker.apply)
     return _COMPILED[key]
 
@@ -351,7 +361,7 @@ def _demo_tables():
 
 def test_blocks_share_the_parameters_and_bad_options_fail_when_the_ranker_is_made(demo):
     config, batch, emb, params = demo  # C = 4: blocks of 3 pad the second block
-    blocked = pl.make_ranker(config, candidate_chunk=3)
+    blocked = pl.make_ranker(config, candidate_chunk=3, release=JANUARY)
     for a, b in zip(
         jax.tree.leaves(params),
         jax.tree.leaves(blocked.init(jax.random.PRNGKey(0), batch, emb)),
@@ -366,7 +376,7 @@ def test_blocks_share_the_parameters_and_bad_options_fail_when_the_ranker_is_mad
         (dict(init="zeros"), ValueError, "init"),
     ]:
         with pytest.raises(error, match=match):  # when the ranker is made, not first called
-            pl.make_ranker(config, **options)
+            pl.make_ranker(config, **options, release=JANUARY)
 
 
 def test_candidate_slot_changes_logits_through_rotary_phase(demo):
@@ -387,7 +397,7 @@ def test_candidate_slot_changes_logits_through_rotary_phase(demo):
 
 def test_release_initialisation_gives_one_half_and_no_gradient(demo):
     config, batch, emb, _ = demo
-    ranker = pl.make_ranker(config, init="release")
+    ranker = pl.make_ranker(config, init="release", release=JANUARY)
     params = ranker.init(jax.random.PRNGKey(0), batch, emb)
     probs = jax.nn.sigmoid(jax.jit(ranker.apply)(params, batch, emb))
     np.testing.assert_array_equal(probs, 0.5)
@@ -405,7 +415,7 @@ def test_release_initialisation_gives_one_half_and_no_gradient(demo):
 def test_bfloat16_runs_and_tracks_float32(demo):
     config, batch, emb, params = demo
     bf16 = dataclasses.replace(config, fprop_dtype=jnp.bfloat16)
-    low = jax.jit(pl.make_ranker(bf16).apply)(params, batch, emb)
+    low = jax.jit(pl.make_ranker(bf16, release=JANUARY).apply)(params, batch, emb)
     high = _apply(config)(params, batch, emb)
     assert low.dtype == jnp.bfloat16 and high.dtype == jnp.float32
     assert _max_rel(low.astype(jnp.float32), high) < 0.05
@@ -464,16 +474,18 @@ def test_save_and_load_round_trip_bit_exactly(demo, tmp_path):
 def test_bad_batches_are_refused_naming_the_field(demo, field, value, error):
     config, batch, emb, params = demo
     with pytest.raises(error, match=field):
-        pl.make_ranker(config).apply(params, batch._replace(**{field: value}), emb)
+        pl.make_ranker(config, release=JANUARY).apply(params, batch._replace(**{field: value}), emb)
 
 
 def test_embeddings_that_disagree_with_the_batch_are_refused(demo):
     config, batch, emb, params = demo
     wrong_d = emb._replace(user_embeddings=jnp.zeros((2, 2, 64)))
     with pytest.raises(ValueError, match="user_embeddings"):
-        pl.make_ranker(config).apply(params, batch, wrong_d)
+        pl.make_ranker(config, release=JANUARY).apply(params, batch, wrong_d)
     with pytest.raises(ValueError, match="history_post_hashes"):
-        pl.make_ranker(dataclasses.replace(config, history_seq_len=7)).apply(params, batch, emb)
+        pl.make_ranker(dataclasses.replace(config, history_seq_len=7), release=JANUARY).apply(
+            params, batch, emb
+        )
 
 
 def test_value_checks_are_skipped_under_jit_but_shape_checks_are_not(demo):
@@ -490,7 +502,7 @@ def test_mean_pooled_history_ignores_the_order_of_the_history(demo):
     with rotary positions, notices; the parameters are the release's."""
     config, _, _, params = demo
     batch, _ = _inputs(config, history_fill=1.0)  # every slot real: any order is valid
-    pooled = pl.make_ranker(config, history="mean")
+    pooled = pl.make_ranker(config, history="mean", release=JANUARY)
     emb_b = tables.embed(_demo_tables(), batch)
     assert _tree(pooled.init(jax.random.PRNGKey(0), batch, emb_b)) == _tree(params)
     order = np.array([3, 0, 5, 1, 4, 2])
@@ -501,10 +513,10 @@ def test_mean_pooled_history_ignores_the_order_of_the_history(demo):
     a = np.asarray(pooled.apply(params, batch, emb_b))
     b = np.asarray(pooled.apply(params, permuted, emb_p))
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
-    full = pl.make_ranker(config)
+    full = pl.make_ranker(config, release=JANUARY)
     assert not np.allclose(full.apply(params, batch, emb_b), full.apply(params, permuted, emb_p))
     with pytest.raises(ValueError, match="history"):
-        pl.make_ranker(config, history="max")
+        pl.make_ranker(config, history="max", release=JANUARY)
 
 
 def test_batch_from_ids_names_the_argument_at_fault():

@@ -49,8 +49,8 @@ def test_predict_gives_the_sigmoid_of_the_rankers_logits():
     batch = data(0)[0]
     probs = np.asarray(train.make_predict(make_ranker(CONFIG))(state.params, batch))
     # Jitted like predict (one compilation, not one per operation), but without the sigmoid.
-    logits = jax.jit(functools.partial(train.forward, make_ranker(CONFIG)))(state.params, batch)
-    logits = np.asarray(logits, np.float64)
+    out = jax.jit(functools.partial(train.forward, make_ranker(CONFIG)))(state.params, batch)
+    logits = np.asarray(out.logits, np.float64)  # May (the default): a RankerOutput
     assert probs.shape == (8, CONFIG.candidate_seq_len, len(ACTIONS))
     np.testing.assert_allclose(probs, 1 / (1 + np.exp(-logits)), rtol=1e-6)
 
