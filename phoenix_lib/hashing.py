@@ -1,16 +1,20 @@
 """Hash functions for raw 64-bit IDs.
 
-Two functions, both exact without JAX's 64-bit mode (see :mod:`phoenix_lib.u64`):
+Three functions, all exact without JAX's 64-bit mode (see :mod:`phoenix_lib.u64`):
 
 * :func:`murmur_hash3_2x64`: bit-exact with FBGEMM's ``murmur_hash3_2x64(id, 0, 0)``,
   the hash TorchRec's MPZCH uses to find an ID's home slot.
 * :func:`multi_hash`: ``num_hashes`` independent bucket indices per ID in
   ``[1, num_buckets)``, the ``*_hashes`` inputs of the Phoenix models. Bucket 0 is
   reserved for padding.
+* :func:`universal_hash`: the same contract with the hash X's May 2026 pipeline and its
+  production code use, ``((id * a + b) mod p) mod (m - 1) + 1``, and
+  :func:`shared_table_rows`, their one shared table with a reserved offset.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
@@ -132,9 +136,18 @@ def multi_hash(
     _check_int("num_buckets", num_buckets, 2, 2**31)
     _check_int("num_hashes", num_hashes, 1, 2**16)
     values, mask = ids_and_mask(ids, mask, name)
-    # Hash a flat copy padded to a power of two (at least _MIN_PADDED), in chunks of at
-    # most _MAX_PADDED, so that a few compiled programs serve every batch shape; the
-    # padding is invalid and cut off.
+
+    def hash_chunk(x, valid):
+        return multi_hash_words(x, valid, np.uint32(num_buckets), num_hashes=num_hashes)
+
+    return _in_padded_chunks(hash_chunk, values, mask, num_hashes)
+
+
+def _in_padded_chunks(hash_chunk, values: np.ndarray, mask: np.ndarray, num_hashes: int):
+    """``hash_chunk(U64 [n], valid [n]) -> int32 [n, num_hashes]`` over ``values`` [...]:
+    a flat copy padded to a power of two (at least ``_MIN_PADDED``), hashed in chunks of
+    at most ``_MAX_PADDED``, so that a few compiled programs serve every batch shape; the
+    padding is invalid and cut off. Returns int32 ``[..., num_hashes]``."""
     n = values.size
     chunk = min(_MAX_PADDED, max(_MIN_PADDED, 1 << max(n - 1, 0).bit_length()))
     padded = chunk * max(1, -(-n // chunk))
@@ -143,16 +156,139 @@ def multi_hash(
     valid = np.zeros(padded, bool)
     valid[:n] = mask.reshape(-1)
     outs = [
-        multi_hash_words(
-            u64.from_numpy(flat[start : start + chunk]),
-            jnp.asarray(valid[start : start + chunk]),
-            np.uint32(num_buckets),
-            num_hashes=num_hashes,
+        hash_chunk(
+            u64.from_numpy(flat[start : start + chunk]), jnp.asarray(valid[start : start + chunk])
         )
         for start in range(0, padded, chunk)
     ]
     out = outs[0] if len(outs) == 1 else jnp.concatenate(outs)
     return out[:n].reshape(*values.shape, num_hashes)
+
+
+@dataclasses.dataclass(frozen=True)
+class UniversalHash:
+    """One entity's universal hash (X's May 2026 pipeline, August 2026 production code):
+    hash function ``j`` maps an ID to ``((id * scales[j] + biases[j]) mod modulus) mod
+    (num_buckets - 1) + 1``, and ID 0 to 0.
+
+    The released code computes ``id * a + b`` in signed 64-bit integers that wrap on
+    overflow (NumPy ``int64``; Rust's ``wrapping_mul``), then takes the non-negative
+    remainder (``rem_euclid``). For ``id * a + b >= 2**63`` that is not the textbook
+    ``(a x + b) mod p`` of the integers: the wrapped value is ``id * a + b - k 2**64``.
+    :func:`universal_hash` reproduces the released arithmetic bit for bit.
+
+    Attributes:
+      scales, biases: one int64 per hash function (equal lengths, at least one).
+      modulus: the prime ``p``, ``2 <= p <= 2**63 - 1``.
+      num_buckets: the entity's table size ``m``, ``2 <= m <= 2**31``; buckets are
+        ``1 .. m - 1``.
+    """
+
+    scales: tuple[int, ...]
+    biases: tuple[int, ...]
+    modulus: int
+    num_buckets: int
+
+    def __post_init__(self):
+        if len(self.scales) != len(self.biases) or not self.scales:
+            raise ValueError(
+                f"scales and biases need one value each per hash function, got "
+                f"{len(self.scales)} and {len(self.biases)}"
+            )
+        for name in ("scales", "biases"):
+            for value in getattr(self, name):
+                _check_int(name, value, -(2**63), 2**63 - 1)
+        _check_int("modulus", self.modulus, 2, 2**63 - 1)
+        _check_int("num_buckets", self.num_buckets, 2, 2**31)
+
+    @classmethod
+    def draw(cls, seed: int, *, num_hashes: int, num_buckets: int, modulus: int = 2**61 - 1):
+        """Random parameters (``a`` in ``[1, p)``, ``b`` in ``[0, p)``) from a NumPy seed; the
+        default ``p`` is the Mersenne prime ``2**61 - 1``. X's published parameters are
+        in its configs, not in the code: pass them to the constructor instead."""
+        rng = np.random.default_rng(seed)
+        scales = tuple(int(v) for v in rng.integers(1, modulus, num_hashes, dtype=np.int64))
+        biases = tuple(int(v) for v in rng.integers(0, modulus, num_hashes, dtype=np.int64))
+        return cls(scales, biases, modulus, num_buckets)
+
+
+@functools.partial(jax.jit, static_argnames=("params",))
+def universal_hash_words(x: U64, valid: jnp.ndarray, params: UniversalHash) -> jax.Array:
+    """Traceable core of :func:`universal_hash`: ``x`` U64 ``[...]``, ``valid`` bool ``[...]``
+    -> int32 ``[..., num_hashes]``, 0 where invalid or where the ID is 0."""
+    p = params.modulus
+    wrap = (2**64) % p  # a wrapped negative int64 v = u - 2**64 has v mod p = u - 2**64 mod p
+    columns = []
+    for a, b in zip(params.scales, params.biases, strict=True):
+        u = u64.add(u64.mul(x, u64.constant(a % 2**64)), u64.constant(b % 2**64))
+        r = u64.mod_wide(u, p)  # u mod p, u read as unsigned
+        negative = (u.hi >> 31) == 1  # the int64 the release sees is u - 2**64
+        r_neg = u64.add(r, u64.constant((p - wrap) % p))  # r - wrap, mod p, below 2p
+        r_neg = _select(u64.less(r_neg, u64.constant(p)), r_neg, u64.sub(r_neg, u64.constant(p)))
+        r = _select(negative, r_neg, r)
+        columns.append(1 + u64.mod(r, params.num_buckets - 1).astype(jnp.int32))
+    h = jnp.stack(columns, axis=-1)
+    real = valid & ((x.hi != 0) | (x.lo != 0))
+    return jnp.where(real[..., None], h, 0)
+
+
+def _select(condition, a: U64, b: U64) -> U64:
+    return U64(jnp.where(condition, a.hi, b.hi), jnp.where(condition, a.lo, b.lo))
+
+
+def universal_hash(ids, params: UniversalHash, *, mask=None, name: str = "ids") -> jax.Array:
+    """Bucket indices of raw IDs under X's universal hash: int32 ``[..., num_hashes]`` in
+    ``[1, num_buckets)``, and 0 for ID 0 and for masked positions.
+
+    Args:
+      ids: non-negative integer IDs ``[...]``, checked as for :func:`multi_hash` (NumPy
+        ``uint64`` IDs past ``2**63`` are taken as the release's ``int64`` cast sees them).
+      params: the entity's :class:`UniversalHash`.
+      mask: optional bool ``[...]``, ``True`` for real IDs.
+      name: what error messages call ``ids``.
+    """
+    if not isinstance(params, UniversalHash):
+        raise TypeError(f"params must be a UniversalHash, got {type(params).__name__}")
+    values, mask = ids_and_mask(ids, mask, name)
+
+    def hash_chunk(x, valid):
+        return universal_hash_words(x, valid, params)
+
+    return _in_padded_chunks(hash_chunk, values, mask, len(params.scales))
+
+
+SHARED_RESERVED_ROWS = 65  # rows 0-64 of X's shared table: 0 is padding, 1-64 unused
+ENTITIES = ("user", "item", "author")
+
+
+def shared_table_rows(hashes, entity: str, vocab_sizes: tuple[int, int, int]) -> jax.Array:
+    """Rows of X's one shared embedding table for one entity's hashes ``[...]``.
+
+    The table stacks ``65`` reserved rows, then the users' ``vocab_sizes[0]`` rows, the
+    items', the authors': a hash ``h >= 1`` of entity ``e`` is row ``65 + offset_e + h``,
+    and hash 0 (padding) stays row 0. Every block's own row 0 is never addressed
+    (hashes start at 1), as in the release. The table has
+    ``65 + sum(vocab_sizes)`` rows (:func:`shared_table_size`).
+    """
+    if entity not in ENTITIES:
+        raise ValueError(f"entity must be one of {ENTITIES}, got {entity!r}")
+    k = ENTITIES.index(entity)
+    hashes = jnp.asarray(hashes)
+    if jnp.dtype(hashes.dtype).kind not in "iu":
+        raise TypeError(f"hashes must be integers, got {hashes.dtype}")
+    if not isinstance(hashes, jax.core.Tracer) and hashes.size:
+        low, high = int(hashes.min()), int(hashes.max())
+        if low < 0 or high >= vocab_sizes[k]:
+            raise ValueError(
+                f"{entity} hashes must be in [0, {vocab_sizes[k]}), got values in [{low}, {high}]"
+            )
+    offset = SHARED_RESERVED_ROWS + sum(vocab_sizes[:k])
+    return jnp.where(hashes == 0, 0, hashes + offset).astype(jnp.int32)
+
+
+def shared_table_size(vocab_sizes: tuple[int, int, int]) -> int:
+    """Rows of the shared table of :func:`shared_table_rows`."""
+    return SHARED_RESERVED_ROWS + sum(vocab_sizes)
 
 
 def ids_and_mask(ids, mask, name: str = "ids") -> tuple[np.ndarray, np.ndarray]:

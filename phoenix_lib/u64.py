@@ -145,6 +145,40 @@ def rotl(a: U64, r: int) -> U64:
     return U64((hi << r) | (lo >> (32 - r)), (lo << r) | (hi >> (32 - r)))
 
 
+def sub(a: U64, b: U64) -> U64:
+    """``a - b mod 2**64``."""
+    borrow = (a.lo < b.lo).astype(jnp.uint32)
+    return U64(a.hi - b.hi - borrow, a.lo - b.lo)
+
+
+def less(a: U64, b: U64) -> jnp.ndarray:
+    """``a < b`` as unsigned 64-bit integers (bool ``[...]``)."""
+    return (a.hi < b.hi) | ((a.hi == b.hi) & (a.lo < b.lo))
+
+
+def mod_wide(a: U64, m: int) -> U64:
+    """``a mod m`` for a Python int ``1 <= m <= 2**63``, as a ``U64`` (for moduli past the
+    32-bit range of :func:`mod`, e.g. the prime of a universal hash).
+
+    The same binary long division as :func:`mod` with a 64-bit remainder: it stays below
+    ``m <= 2**63``, so ``2 * r + 1`` fits in 64 bits.
+    """
+    if not 1 <= m <= 2**63:
+        raise ValueError(f"modulus must be in [1, 2**63], got {m}")
+    mm = constant(m)
+
+    def step(i, r):
+        word = jnp.where(i < 32, a.hi, a.lo)
+        bit = (word >> (31 - i % 32).astype(jnp.uint32)) & 1
+        r = U64((r.hi << 1) | (r.lo >> 31), (r.lo << 1) | bit)
+        keep = less(r, mm)
+        r_minus = sub(r, mm)
+        return U64(jnp.where(keep, r.hi, r_minus.hi), jnp.where(keep, r.lo, r_minus.lo))
+
+    zero = jnp.zeros_like(a.lo)
+    return jax.lax.fori_loop(0, 64, step, U64(zero, zero), unroll=8)
+
+
 def mod(a: U64, m) -> jnp.ndarray:
     """``a mod m`` as ``uint32`` for ``1 <= m <= 2**31``: a Python int (checked here), or
     an integer scalar array, possibly traced (its range is the caller's to check), so

@@ -6,7 +6,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from phoenix_lib.hashing import multi_hash, murmur_hash3_2x64
+from phoenix_lib.hashing import (
+    UniversalHash,
+    multi_hash,
+    murmur_hash3_2x64,
+    shared_table_rows,
+    shared_table_size,
+    universal_hash,
+)
 from phoenix_lib.mpzch_reference import murmur_hash3_2x64_numpy as _murmur_numpy
 
 
@@ -108,8 +115,16 @@ def test_multi_hash_rejects_bad_arguments_by_name(kwargs, error, name):
         multi_hash(np.arange(3), **kwargs)
 
 
+_SMALL_UNIVERSAL = UniversalHash((3, 5), (0, 1), 1_000_003, 9)
+
+
 @pytest.mark.parametrize(
-    "fn", [murmur_hash3_2x64, lambda x: multi_hash(x, num_buckets=9, num_hashes=2)]
+    "fn",
+    [
+        murmur_hash3_2x64,
+        lambda x: multi_hash(x, num_buckets=9, num_hashes=2),
+        lambda x: universal_hash(x, _SMALL_UNIVERSAL),
+    ],
 )
 @pytest.mark.parametrize(
     ("bad", "error"),
@@ -118,3 +133,79 @@ def test_multi_hash_rejects_bad_arguments_by_name(kwargs, error, name):
 def test_hashes_reject_bad_ids(fn, bad, error):
     with pytest.raises(error, match="ids"):
         fn(bad)
+
+
+def _released_universal_hash(ids, scales, biases, modulus, num_buckets):
+    """The formula of X's May 2026 ``run_pipeline._hash_ids``, vectorised: NumPy int64
+    arithmetic that wraps on overflow, Python-style (non-negative) remainders."""
+    ids = np.asarray(ids, np.uint64).astype(np.int64)[:, None]  # wraps past 2**63, as there
+    with np.errstate(over="ignore"):
+        raw = (ids * np.array(scales, np.int64) + np.array(biases, np.int64)) % np.int64(modulus)
+    return np.where(ids == 0, 0, raw % (num_buckets - 1) + 1)
+
+
+@pytest.mark.parametrize(
+    "modulus",
+    [1_000_003, 2**31 - 1, 2**61 - 1, 2**63 - 25],  # primes; 2**63 - 25 the largest
+)
+@pytest.mark.parametrize("num_buckets", [2, 1_000, 100_000_007])
+def test_universal_hash_equals_the_released_formula(modulus, num_buckets):
+    rng = np.random.default_rng(modulus % 1000 + num_buckets)
+    ids = np.concatenate([
+        np.array([0, 1, 2**31, 2**32 + 7, 2**62, 2**63 - 1, 2**63, 2**64 - 1], np.uint64),
+        rng.integers(0, 2**63, 500, dtype=np.uint64),
+        rng.integers(2**63, 2**64 - 1, 100, dtype=np.uint64),
+        (1_900_000_000_000 << 22) + rng.integers(0, 2**22, 100, dtype=np.uint64),  # snowflakes
+    ])  # fmt: skip
+    assert ids.dtype == np.uint64  # 2**63 and up: negative as the release's int64
+    scales = (1, 2**40 + 3, int(rng.integers(1, modulus)), 2**63 - 1, -(2**62) - 5)
+    biases = (0, 17, int(rng.integers(0, modulus)), 2**63 - 1, -3)
+    params = UniversalHash(scales, biases, modulus, num_buckets)
+    got = np.asarray(universal_hash(ids, params))
+    want = _released_universal_hash(ids, scales, biases, modulus, num_buckets)
+    np.testing.assert_array_equal(got, want)
+    assert got.dtype == np.int32 and got.shape == (ids.size, 5)
+
+
+def test_universal_hash_masks_draws_and_keeps_shapes():
+    params = UniversalHash.draw(0, num_hashes=2, num_buckets=50)
+    assert params == UniversalHash.draw(0, num_hashes=2, num_buckets=50)
+    assert params.modulus == 2**61 - 1 and all(1 <= a < 2**61 - 1 for a in params.scales)
+    ids = np.array([[5, -1, 9], [0, 12, 2**40]])
+    mask = np.array([[True, False, True], [True, True, True]])
+    got = np.asarray(universal_hash(ids, params, mask=mask))
+    assert got.shape == (2, 3, 2)
+    assert (got[0, 1] == 0).all() and (got[1, 0] == 0).all()  # masked; ID 0
+    real = got[[0, 0, 1, 1], [0, 2, 1, 2]]
+    assert ((real >= 1) & (real < 50)).all()
+    np.testing.assert_array_equal(got[0, 2], np.asarray(universal_hash([9], params))[0])
+
+
+@pytest.mark.parametrize(
+    ("args", "error", "match"),
+    [
+        (((1, 2), (0,), 101, 10), ValueError, "one value each"),
+        (((), (), 101, 10), ValueError, "one value each"),
+        (((1,), (0,), 1, 10), ValueError, "modulus"),
+        (((1,), (0,), 2**63, 10), ValueError, "modulus"),
+        (((2**63,), (0,), 101, 10), ValueError, "scales"),
+        (((1,), (0.5,), 101, 10), TypeError, "biases"),
+        (((1,), (0,), 101, 1), ValueError, "num_buckets"),
+    ],
+)
+def test_universal_hash_parameters_are_checked_by_name(args, error, match):
+    with pytest.raises(error, match=match):
+        UniversalHash(*args)
+
+
+def test_shared_table_rows_stack_users_items_authors_after_65_reserved_rows():
+    vocab = (10, 20, 30)
+    assert shared_table_size(vocab) == 125
+    h = np.array([[0, 1], [9, 3]])
+    np.testing.assert_array_equal(shared_table_rows(h, "user", vocab), [[0, 66], [74, 68]])
+    np.testing.assert_array_equal(shared_table_rows(h, "item", vocab), [[0, 76], [84, 78]])
+    np.testing.assert_array_equal(shared_table_rows(h, "author", vocab), [[0, 96], [104, 98]])
+    with pytest.raises(ValueError, match=r"user hashes must be in \[0, 10\)"):
+        shared_table_rows(np.array([10]), "user", vocab)
+    with pytest.raises(ValueError, match="entity"):
+        shared_table_rows(h, "post", vocab)

@@ -42,6 +42,23 @@ def test_mod_matches_numpy(a, m):
     np.testing.assert_array_equal(_traced_mod(u64.from_numpy(a), np.uint32(m)), want)
 
 
+@given(u64_arrays, u64_arrays)
+def test_sub_and_less_match_numpy(a, b):
+    x, y = u64.from_numpy(a), u64.from_numpy(b)
+    with np.errstate(over="ignore"):
+        np.testing.assert_array_equal(u64.to_numpy(u64.sub(x, y)), a - b)
+    np.testing.assert_array_equal(np.asarray(u64.less(x, y)), a < b)
+
+
+_mod_wide = jax.jit(u64.mod_wide, static_argnums=1)
+
+
+@given(u64_arrays, st.integers(1, 2**63))
+def test_mod_wide_matches_python(a, m):
+    want = np.array([int(v) % m for v in a], np.uint64)
+    np.testing.assert_array_equal(u64.to_numpy(_mod_wide(u64.from_numpy(a), m)), want)
+
+
 def test_round_trip_extremes():
     values = np.array([0, 1, 2**32 - 1, 2**32, 2**63 - 1, 2**63, 2**64 - 1], dtype=np.uint64)
     np.testing.assert_array_equal(u64.to_numpy(u64.from_numpy(values)), values)
