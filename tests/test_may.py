@@ -213,9 +213,9 @@ def test_continuous_losses_by_hand():
     mask = jnp.array([[True, False]])
     y = np.array([0.1, 1.0])
     p = np.array([0.2, 0.5])
-    mae = pl.config.ContinuousActionConfig(loss_type="mae")
+    mae = pl.ContinuousActionConfig(loss_type="mae")
     assert np.isclose(train.continuous_loss(preds, targets, mask, mae), np.abs(p - y).mean())
-    tweedie = pl.config.ContinuousActionConfig(loss_type="tweedie", tweedie_power=1.5)
+    tweedie = pl.ContinuousActionConfig(loss_type="tweedie", tweedie_power=1.5)
     want = (-y * p**-0.5 / -0.5 + p**0.5 / 0.5).mean()
     assert np.isclose(train.continuous_loss(preds, targets, mask, tweedie), want, rtol=1e-6)
     grid, one = np.linspace(0.05, 0.95, 91), jnp.ones((1, 1), bool)
@@ -223,7 +223,7 @@ def test_continuous_losses_by_hand():
     per = [float(train.continuous_loss(jnp.full((1, 1, 1), q), twelve, one, tweedie)) for q in grid]
     assert np.isclose(grid[np.argmin(per)], 0.4, atol=0.011)
     with pytest.raises(ValueError, match="loss_type"):
-        pl.config.ContinuousActionConfig(loss_type="huber")
+        pl.ContinuousActionConfig(loss_type="huber")
 
 
 def _may_training_setup(**config_changes):
@@ -261,7 +261,7 @@ def test_no_negative_feedback_loss_on_sampled_negatives():
 
 def test_a_may_step_trains_the_continuous_heads():
     """loss_weight 1, MAE: on a fixed batch the continuous heads move toward the targets."""
-    cont = pl.config.ContinuousActionConfig(loss_weight=1.0)
+    cont = pl.ContinuousActionConfig(loss_weight=1.0)
     config, state, batch, labels, mask, optimizer = _may_training_setup(
         continuous_action_config=cont
     )
@@ -288,7 +288,7 @@ def test_may_training_inputs_are_checked():
         step(state, batch, labels, mask, targets)
     with pytest.raises(ValueError, match="continuous_targets has shape"):
         weighted = dataclasses.replace(
-            config, continuous_action_config=pl.config.ContinuousActionConfig(loss_weight=1.0)
+            config, continuous_action_config=pl.ContinuousActionConfig(loss_weight=1.0)
         )
         train.make_step(train.ranker_objective(weighted), optimizer)(
             state, batch, labels, mask, targets[..., :2]
@@ -301,7 +301,7 @@ def test_may_training_inputs_are_checked():
 
 
 def test_the_default_release_is_may():
-    assert pl.config.DEFAULT_RELEASE == "2026-05"
+    assert pl.DEFAULT_RELEASE == "2026-05"
     config = demo_ranker_config(fprop_dtype=jnp.float32, history_seq_len=6, emb_size=32)
     config.model = dataclasses.replace(config.model, key_size=16, num_layers=1)
     batch, emb = _inputs(config)
