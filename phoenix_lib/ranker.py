@@ -79,6 +79,7 @@ def make_ranker(
     candidate_chunk: int | None = None,
     history: str = "attention",
     release: str = DEFAULT_RELEASE,
+    context_attention: str = "causal",
 ) -> hk.Transformed:
     """The ranker: ``init(rng, batch, embeddings)`` and ``apply(params, batch, embeddings)``.
 
@@ -99,19 +100,26 @@ def make_ranker(
         for the user and the continuous heads, and returns a :class:`RankerOutput`; with
         ``config.right_anchored_rope``, the rotary positions of
         :func:`~phoenix_lib.transformer.right_anchored_positions`.
+      context_attention: ``"causal"`` (both releases) or ``"bidirectional"``: user and
+        history attend to each other both ways, as in X's August 2026 production ranker
+        (only this option of it; the rest of that model differs). Same parameters.
 
     Both functions run :func:`phoenix_lib.validate_batch` first: shape checks always,
     value checks when the inputs are concrete (not under ``jax.jit`` tracing). Bad
     options raise here, not at the first call.
     """
-    check_options(attention, init, candidate_chunk)
+    check_options(attention, init, candidate_chunk, context_attention)
     if history not in ("attention", "mean"):
         raise ValueError(f"history must be 'attention' or 'mean', got {history!r}")
     check_release(release)
 
     def forward(batch, embeddings):
         transformer = Transformer(
-            config.model, attention=attention, init=init, candidate_chunk=candidate_chunk
+            config.model,
+            attention=attention,
+            init=init,
+            candidate_chunk=candidate_chunk,
+            context_attention=context_attention,
         )
         model = PhoenixModel(config, transformer, init=init, history=history, release=release)
         return model(batch, embeddings)

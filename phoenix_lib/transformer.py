@@ -34,6 +34,7 @@ import numpy as np
 from phoenix_lib.config import TransformerConfig
 
 ATTENTION_PATHS = ("isolated", "masked")
+CONTEXT_ATTENTION = ("causal", "bidirectional")  # how user and history see each other
 INITS = ("book", "release")
 SOFT_CAP = 30.0  # attention logits are squashed into (-30, 30)
 MASK_VALUE = -1e30  # logit of a key a query may not see
@@ -165,26 +166,34 @@ def _attention_weights(logits: jax.Array, mask: jax.Array, dtype) -> jax.Array:
     return jax.nn.softmax(jnp.where(mask, logits, MASK_VALUE)).astype(dtype)
 
 
-def ranking_mask(padding_mask: jax.Array, candidate_start: int) -> jax.Array:
+def ranking_mask(padding_mask: jax.Array, candidate_start: int, context_attention: str = "causal"):
     """The release's ranking mask ``[B, 1, T, T]`` (query, key): causal, candidates isolated.
 
     Lower-triangular over all positions, then the candidate block is cleared and
     its diagonal restored: the context is causal, candidate ``i`` sees the whole
-    context and itself. Multiplied by the padding mask of the keys.
+    context and itself. Multiplied by the padding mask of the keys. With
+    ``context_attention="bidirectional"`` (August 2026's production ranker) user and history
+    also see each other's later positions; candidates are isolated as before.
     """
     t = padding_mask.shape[1]
     idx = jnp.arange(t)
     causal = idx[:, None] >= idx[None, :]
     in_candidates = (idx[:, None] >= candidate_start) & (idx[None, :] >= candidate_start)
     structure = causal & (~in_candidates | (idx[:, None] == idx[None, :]))
+    if context_attention == "bidirectional":
+        structure |= (idx[:, None] < candidate_start) & (idx[None, :] < candidate_start)
     return (structure[None] & padding_mask[:, None, :])[:, None]
 
 
-def causal_mask(padding_mask: jax.Array) -> jax.Array:
-    """Plain causal mask ``[B, 1, T, T]`` times the keys' padding mask (the retrieval tower)."""
+def context_mask(padding_mask: jax.Array, context_attention: str = "causal") -> jax.Array:
+    """Mask ``[B, 1, T, T]`` of a sequence without candidates (the retrieval tower, or the
+    context of a request served in blocks): causal, or every valid key with
+    ``context_attention="bidirectional"``; times the keys' padding mask."""
     t = padding_mask.shape[1]
-    causal = jnp.tril(jnp.ones((t, t), bool))
-    return (causal[None] & padding_mask[:, None, :])[:, None]
+    structure = jnp.ones((t, t), bool)
+    if context_attention == "causal":
+        structure = jnp.tril(structure)
+    return (structure[None] & padding_mask[:, None, :])[:, None]
 
 
 def masked_attention(q, k, v, mask, multiplier: float) -> jax.Array:
@@ -222,7 +231,9 @@ def _candidate_head(qc, kc, vc, k_ctx, v_ctx, mask, multiplier: float) -> jax.Ar
     return jnp.einsum("bcs,bsk->bck", weights[..., :n], v_ctx) + weights[..., n:] * vc
 
 
-def isolated_attention(q, k, v, padding_mask, candidate_start: int, multiplier: float):
+def isolated_attention(
+    q, k, v, padding_mask, candidate_start: int, multiplier: float, context_attention="causal"
+):
     """The same function as ``masked_attention`` under :func:`ranking_mask`, linear in C.
 
     The context keys/values ``[B, N, ...]`` are shared by every candidate, so each
@@ -234,6 +245,8 @@ def isolated_attention(q, k, v, padding_mask, candidate_start: int, multiplier: 
 
     Args:
       q: ``[B, T, Hkv, G, K]``. k, v: ``[B, T, Hkv, K]``. padding_mask: bool ``[B, T]``.
+      context_attention: ``"causal"`` (the releases) or ``"bidirectional"`` (August 2026)
+        among user and history.
 
     Returns:
       ``[B, T, Hkv, G, K]``, equal to the masked path up to float rounding.
@@ -241,11 +254,11 @@ def isolated_attention(q, k, v, padding_mask, candidate_start: int, multiplier: 
     n, dtype = candidate_start, q.dtype
     _, _, hkv, g, _ = q.shape
     ctx_valid = padding_mask[:, :n]  # [B, N]
-    ctx_mask = jnp.tril(jnp.ones((n, n), bool))[None] & ctx_valid[:, None, :]  # [B, N, N]
+    ctx_mask = context_mask(ctx_valid, context_attention)[:, 0]  # [B, N, N]
     cand_mask = _candidate_mask(ctx_valid, padding_mask[:, n:])  # [B, C, N+1]
 
     def head(qh, kh, vh):  # [B, T, K] each -> [B, T, K]
-        # Context: causal self-attention among user + history, [B, N, N].
+        # Context: self-attention among user + history (causal by default), [B, N, N].
         logits = _soft_cap(jnp.einsum("btk,bsk->bts", qh[:, :n], kh[:, :n]), multiplier)
         ctx_out = jnp.einsum("bts,bsk->btk", _attention_weights(logits, ctx_mask, dtype), vh[:, :n])
         cand_out = _candidate_head(
@@ -306,9 +319,12 @@ def block_attention(q, k, v, padding_mask, context: Context, multiplier: float):
 class MultiHeadAttention(hk.Module):
     """Grouped-query attention with rotary embeddings, soft-capped logits and no bias."""
 
-    def __init__(self, config: TransformerConfig, *, attention: str, init: str):
+    def __init__(
+        self, config: TransformerConfig, *, attention: str, init: str, context_attention: str
+    ):
         super().__init__(name="multi_head_attention")
         self.config, self.attention, self.init = config, attention, init
+        self.context_attention = context_attention
 
     def __call__(self, x, padding_mask, candidate_start: int | None, context=None, positions=None):
         """``x`` [B, T, D], ``padding_mask`` bool [B, T] -> (``[B, T, D]``, ``(k, v)``).
@@ -333,26 +349,36 @@ class MultiHeadAttention(hk.Module):
         if context is not None:
             out = block_attention(q, k, v, padding_mask, context, m)
         elif candidate_start is None:
-            out = masked_attention(q, k, v, causal_mask(padding_mask), m)
+            out = masked_attention(q, k, v, context_mask(padding_mask, self.context_attention), m)
         elif self.attention == "masked":
-            out = masked_attention(q, k, v, ranking_mask(padding_mask, candidate_start), m)
+            mask = ranking_mask(padding_mask, candidate_start, self.context_attention)
+            out = masked_attention(q, k, v, mask, m)
         else:
-            out = isolated_attention(q, k, v, padding_mask, candidate_start, m)
+            out = isolated_attention(
+                q, k, v, padding_mask, candidate_start, m, self.context_attention
+            )
         return Linear(d, init=self.init, name="linear")(out.reshape(b, t, -1)), (k, v)
 
 
 class DecoderLayer(hk.Module):
     """One pre- and post-normed attention sublayer and one gated-GELU FFN sublayer."""
 
-    def __init__(self, config: TransformerConfig, index: int, *, attention: str, init: str):
+    def __init__(
+        self, config: TransformerConfig, index: int, *, attention: str, init: str,
+        context_attention: str,
+    ):  # fmt: skip
         super().__init__(name=f"decoder_layer_{index}")
         self.config, self.attention, self.init = config, attention, init
+        self.context_attention = context_attention
 
     def __call__(self, h, padding_mask, candidate_start: int | None, context=None, positions=None):
         """``h`` [B, T, D] -> (``[B, T, D]``, the attention's ``(k, v)``); ``context`` and
         ``positions``: see :class:`MultiHeadAttention`."""
         init, d = self.init, h.shape[-1]
-        attn = MultiHeadAttention(self.config, attention=self.attention, init=init)
+        attn = MultiHeadAttention(
+            self.config, attention=self.attention, init=init,
+            context_attention=self.context_attention,
+        )  # fmt: skip
         x = RMSNorm(init=init, name="rms_norm")(h)
         a, kv = attn(x, padding_mask, candidate_start, context, positions)
         h = h + RMSNorm(init=init, name="rms_norm_1")(a)
@@ -364,10 +390,16 @@ class DecoderLayer(hk.Module):
         return h + RMSNorm(init=init, name="rms_norm_3")(ffn), kv
 
 
-def check_options(attention: str, init: str, candidate_chunk: int | None) -> None:
+def check_options(
+    attention: str, init: str, candidate_chunk: int | None, context_attention: str = "causal"
+) -> None:
     """Raise ``ValueError``/``TypeError`` naming the first bad :class:`Transformer` option."""
     if attention not in ATTENTION_PATHS:
         raise ValueError(f"attention must be one of {ATTENTION_PATHS}, got {attention!r}")
+    if context_attention not in CONTEXT_ATTENTION:
+        raise ValueError(
+            f"context_attention must be one of {CONTEXT_ATTENTION}, got {context_attention!r}"
+        )
     initializers(init)  # validates the name
     if candidate_chunk is not None:
         if isinstance(candidate_chunk, bool) or not isinstance(candidate_chunk, int):
@@ -391,6 +423,11 @@ class Transformer(hk.Module):
     key at all; the whole-sequence paths give it the mean value over all ``T``
     positions, a block the mean over the context and itself. Such a candidate is
     padding either way.
+
+    ``context_attention``: ``"causal"`` (both releases: a history item sees the user
+    and older items) or ``"bidirectional"`` (August 2026's production ranker: user and
+    history see each other both ways). Candidates are isolated either way, and every
+    serving path computes the same function.
     """
 
     def __init__(
@@ -400,11 +437,12 @@ class Transformer(hk.Module):
         attention: str = "isolated",
         init: str = "book",
         candidate_chunk: int | None = None,
+        context_attention: str = "causal",
     ):
         super().__init__(name="transformer")
-        check_options(attention, init, candidate_chunk)
+        check_options(attention, init, candidate_chunk, context_attention)
         self.config, self.attention, self.init = config, attention, init
-        self.candidate_chunk = candidate_chunk
+        self.candidate_chunk, self.context_attention = candidate_chunk, context_attention
 
     def __call__(
         self, embeddings, padding_mask, candidate_start_offset: int | None = None, positions=None
@@ -416,7 +454,13 @@ class Transformer(hk.Module):
         (:func:`right_anchored_positions`), default ``0..T-1``.
         """
         layers = [
-            DecoderLayer(self.config, i, attention=self.attention, init=self.init)
+            DecoderLayer(
+                self.config,
+                i,
+                attention=self.attention,
+                init=self.init,
+                context_attention=self.context_attention,
+            )
             for i in range(self.config.num_layers)
         ]
         n, chunk = candidate_start_offset, self.candidate_chunk
@@ -445,7 +489,7 @@ class Transformer(hk.Module):
         else:
             ctx_positions, cand_positions = positions[:, :n], split(positions[:, n:])
         h, cache = embeddings[:, :n], []
-        for layer in layers:  # the context never sees a candidate: causal over N positions
+        for layer in layers:  # the context never sees a candidate: its own mask over N positions
             h, kv = layer(h, ctx_valid, None, positions=ctx_positions)
             cache.append(kv)
 

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import phoenix_lib as pl
-from phoenix_lib import mpzch, tables
+from phoenix_lib import mpzch, tables, transformer
 from phoenix_lib.config import demo_ranker_config, demo_retrieval_config
 from phoenix_lib.inputs import random_batch
 from phoenix_lib.transformer import apply_rotary, ffn_size
@@ -283,6 +283,43 @@ def test_candidates_in_blocks_give_the_masked_paths_logits(pad):
     real = slice(1, None) if pad in (2, 3) else slice(None)
     assert blocks.shape == slow.shape and np.isfinite(blocks).all()
     assert _max_rel(blocks[real], slow[real]) <= 1e-5
+
+
+@pytest.mark.parametrize("pad", range(4))
+def test_bidirectional_context_is_the_same_function_on_every_serving_path(pad):
+    """August 2026's context (user and history see each other both ways): masked, isolated
+    and blocks agree; candidates stay isolated; the function differs from the causal one."""
+    config = _SMALL_RANKER
+    batch, emb = _padded_inputs(config, num_candidates=5, seed=21 + pad, fill=0.6, pad=pad)
+    params = _random_params(config, batch, 21 + pad)
+
+    def run(b=batch, e=emb, **options):
+        ranker = pl.make_ranker(config, release=JANUARY, context_attention="bidirectional",
+                                **options)  # fmt: skip
+        return np.asarray(jax.jit(ranker.apply)(params, b, e))
+
+    slow = run(attention="masked")
+    assert _max_rel(run(), slow) <= 1e-5
+    real = slice(1, None) if pad in (2, 3) else slice(None)  # see the blocks test above
+    assert _max_rel(run(candidate_chunk=2)[real], slow[real]) <= 1e-5
+    assert _max_rel(_apply(config, "masked")(params, batch, emb), slow) > 1e-3
+    others = np.array(batch.candidate_post_hashes)
+    others[:, 1:] = others[:, 1:] % 61 + 1
+    changed = batch._replace(candidate_post_hashes=others)
+    moved = run(changed, tables.embed(_TABLES, changed), attention="masked")
+    np.testing.assert_array_equal(moved[real, 0], slow[real, 0])  # a blind row averages all
+
+
+def test_bidirectional_ranking_mask_by_hand():
+    """T = 1 + 2 + 2: the context block is full, candidates see the context and themselves."""
+    mask = np.asarray(transformer.ranking_mask(jnp.ones((1, 5), bool), 3, "bidirectional"))
+    want = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 0, 0], [1, 1, 1, 0, 0],
+                     [1, 1, 1, 1, 0], [1, 1, 1, 0, 1]], bool)  # fmt: skip
+    np.testing.assert_array_equal(mask[0, 0], want)
+    causal = np.asarray(transformer.ranking_mask(jnp.ones((1, 5), bool), 3))[0, 0]
+    np.testing.assert_array_equal(causal, want & np.tril(np.ones((5, 5), bool)))
+    with pytest.raises(ValueError, match="context_attention"):
+        pl.make_ranker(config=_SMALL_RANKER, context_attention="full")
 
 
 _TABLES = tables.init_tables(
