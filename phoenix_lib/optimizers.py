@@ -58,21 +58,31 @@ def _rows_of(array: jax.Array, rows: jax.Array) -> jax.Array:
     return array.at[rows].get(mode="fill", fill_value=0)
 
 
-def rowwise_adagrad(learning_rate, *, eps: float = 1e-8) -> RowOptimizer:
+def rowwise_adagrad(
+    learning_rate, *, eps: float = 1e-8, half_life_steps: float | None = None
+) -> RowOptimizer:
     """Row-wise Adagrad: one accumulator per row, ``acc += mean(g^2)``, ``row -= lr g /
     (sqrt(acc) + eps)``. ``learning_rate``: a float or an optax schedule of the global step.
 
     Equal to its dense formulation (every row, with zero gradients on untouched rows)
     because a zero gradient leaves both the row and its accumulator unchanged.
+
+    ``half_life_steps``: X's August 2026 variant (5,000 there, with ``eps = 1e-10``): a
+    touched row's accumulator is first multiplied by ``2^(-1 / half_life_steps)``, so old
+    gradients fade and a row's step size can grow again; untouched rows are not decayed.
+    ``None`` (default): plain Adagrad, whose step size only shrinks.
     """
     lr = _schedule(learning_rate)
+    if half_life_steps is not None and half_life_steps <= 0:
+        raise ValueError(f"half_life_steps must be positive, got {half_life_steps}")
+    keep = 1.0 if half_life_steps is None else 2.0 ** (-1.0 / half_life_steps)
 
     def init(table):
         return RowwiseAdagradState(jnp.zeros(table.shape[:1], jnp.float32))
 
     def update(table, state, rows, grads, step):
         g = grads.astype(jnp.float32)
-        acc = _rows_of(state.accumulator, rows) + jnp.mean(g * g, axis=-1)
+        acc = keep * _rows_of(state.accumulator, rows) + jnp.mean(g * g, axis=-1)
         new = _rows_of(table, rows) - lr(step) * g / (jnp.sqrt(acc)[:, None] + eps)
         return (
             table.at[rows].set(new.astype(table.dtype), mode="drop"),

@@ -133,6 +133,16 @@ def test_rowwise_adagrad_first_step_and_accumulator():
     np.testing.assert_array_equal(np.delete(np.asarray(table2), 2, 0), np.ones((3, 2)))
 
 
+def test_rowwise_adagrad_with_a_half_life_decays_touched_rows_only():
+    opt = optimizers.rowwise_adagrad(0.1, half_life_steps=2.0)
+    table = jnp.ones((3, 2))
+    state = opt.init(table)._replace(accumulator=jnp.array([8.0, 8.0, 8.0]))
+    _, state = opt.update(table, state, jnp.array([1]), jnp.array([[2.0, 2.0]]), 0)
+    np.testing.assert_allclose(state.accumulator, [8.0, 8.0 / np.sqrt(2) + 4.0, 8.0], rtol=1e-6)
+    with pytest.raises(ValueError, match="half_life_steps"):
+        optimizers.rowwise_adagrad(0.1, half_life_steps=0)
+
+
 def test_reset_rows_gives_lazy_adam_a_first_step_of_size_lr():
     """After a reset, per-row counts make the first step ``lr`` in size; optax's global
     count (late in training) makes it ``(1 - b1) / sqrt(1 - b2)`` = 3.16 times larger."""
