@@ -38,6 +38,8 @@ MEANINGS = {
     "07.ne_gap_closed.mpzch": "Ch. 7: the same, MPZCH",
     "07.ne_gap_closed.mpzch_reset": "Ch. 7: the same, MPZCH with reset",
     "07.fresh_gain_ci_low": "Ch. 7: fresh NE gain, MPZCH + reset over hashing, 95% low end",
+    "11.padding_share.padded_s512": "Ch. 11: token slots holding padding, users padded to S = 512",
+    "11.padding_share.packed_s512": "Ch. 11: the same, users packed into rows",
 }
 
 
@@ -58,8 +60,9 @@ def pct(x: float) -> str:
 
 def _headline(name: str, value: float) -> str:
     """A recorded number as the tables show it: shares (a gap closed, a share of the
-    oracle) in percent, anything else with four significant digits."""
-    return pct(value) if "gap_closed" in name or "of_oracle" in name else f"{value:.4g}"
+    oracle, of padding) in percent, anything else with four significant digits."""
+    shares = ("gap_closed", "of_oracle", "padding_share")
+    return pct(value) if any(word in name for word in shares) else f"{value:.4g}"
 
 
 def headlines(metrics: dict, runs: dict) -> str | None:
