@@ -6,15 +6,23 @@ proxy and reused. For Adam the rule is simple: a hidden matrix's learning rate s
 as ``1 / fan_in``. X's August 2026 training code applies it as a multiplier on each
 parameter's Adam update, relative to a base width of 512:
 
-* hidden matrices (attention query/key/value and output, FFN, the reduce blocks'
-  ``proj_mat_*``): ``base_fan_in / fan_in`` (``512 / fan_in`` where the fan-in grows
-  with D; the FFN's down projection against its fan-in at the base width);
+* hidden matrices (attention query/key/value and output, the FFN's up and gate
+  projections, the reduce blocks' ``proj_mat_*``): ``512 / fan_in``;
+* the FFN's down projection: ``(2/3) * ffn_size(512, 3) / fan_in = 682.7 / fan_in``, X's
+  formula for a gated FFN of widening 3 (it applies it to its plain GELU MLP too, which
+  gives that one 2/3 at the base width; the book's gated FFN of widening 2 gets 0.99);
 * the output heads, the small feature tables and projections (actions, surfaces, post
   age, dwell): ``0.5 * sqrt(512 / D)``;
 * norm scales: 1.
 
 The hash tables are not in the tree this module sees: they are trained row-sparse with
 row-wise Adagrad (:mod:`phoenix_lib.optimizers`), which has its own learning rate.
+
+This is half of X's muP. The other half changes the model's function: forward
+multipliers (input tokens scaled by ``sqrt(table width)``, logits by
+``2 sqrt(512 / D)``) and width-dependent initial scales. The book's models are the
+released samples, which have neither, so these multipliers alone are not expected to
+make the best learning rate transfer across widths.
 """
 
 from __future__ import annotations
@@ -38,20 +46,20 @@ HEADS_AND_FEATURES = (
 )
 
 
-def lr_multipliers(params: dict, widening_factor: float, *, base_width: int = BASE_WIDTH):
+def lr_multipliers(params: dict, *, base_width: int = BASE_WIDTH):
     """One learning-rate multiplier per parameter of a ranker's haiku ``params``
-    (``{module: {name: array}}``), as a tree of the same structure (floats).
+    (``{module: {name: array}}``, arrays or shapes), as a tree of the same structure.
 
     Args:
-      params: the ranker's parameters (either release).
-      widening_factor: the transformer's FFN widening (its down projection's fan-in).
+      params: the ranker's parameters (either release), or their shapes
+        (:func:`phoenix_lib.train.param_shapes`).
       base_width: the width at which hidden matrices get multiplier 1.
 
     Raises:
       ValueError: a parameter this rule does not know, named (no silent default).
     """
     d = params["phoenix_model"]["unembeddings"].shape[0]
-    base_ffn = ffn_size(base_width, widening_factor)
+    base_ffn = ffn_size(base_width, 3.0) * 2 / 3  # X's down-projection numerator
 
     def rule(module: str, name: str, value) -> float:
         if name == "scale":

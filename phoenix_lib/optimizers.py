@@ -69,8 +69,10 @@ def rowwise_adagrad(
 
     ``half_life_steps``: X's August 2026 variant (5,000 there, with ``eps = 1e-10``): a
     touched row's accumulator is first multiplied by ``2^(-1 / half_life_steps)``, so old
-    gradients fade and a row's step size can grow again; untouched rows are not decayed.
-    ``None`` (default): plain Adagrad, whose step size only shrinks.
+    gradients fade and a row's step size can grow again. Untouched rows are not decayed,
+    so the half-life counts the row's own updates, not global steps (X's ``lazy_decay``
+    option, not built here, decays by the steps elapsed). ``None`` (default): plain
+    Adagrad, whose step size only shrinks.
     """
     lr = _schedule(learning_rate)
     if half_life_steps is not None and half_life_steps <= 0:

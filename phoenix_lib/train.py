@@ -47,6 +47,18 @@ def init_state(key, model, batch: RecsysBatch, optimizer, *, num_buckets, emb_si
     return TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32))
 
 
+def param_shapes(model, batch: RecsysBatch, *, num_buckets, emb_size: int):
+    """The shapes and dtypes of ``model``'s parameters for tables of ``num_buckets`` rows
+    (users, posts, authors), computed without computing a parameter (``jax.eval_shape``)."""
+    nu, npost, na = num_buckets
+    tables = jax.eval_shape(
+        lambda: init_tables(jax.random.key(0), num_user_buckets=nu, num_post_buckets=npost,
+                            num_author_buckets=na, dim=emb_size)
+    )  # fmt: skip
+    embeddings = jax.eval_shape(embed, tables, batch)
+    return jax.eval_shape(model.init, jax.random.key(0), batch, embeddings)
+
+
 def forward(model, params, batch: RecsysBatch):
     """``model``'s output on ``batch`` with ``params = {"model", "tables"}``: the tables embed
     the batch's hashes, the model reads the batch and those embeddings. Not jitted; wrap

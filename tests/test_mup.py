@@ -2,51 +2,50 @@
 
 import dataclasses
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
 import phoenix_lib as pl
-from phoenix_lib import mup, tables
+from phoenix_lib import mup, train
 from phoenix_lib.config import demo_ranker_config
 from phoenix_lib.inputs import random_batch
 
 
 def _params(d, release="2026-05"):
+    """Parameter shapes of a one-layer ranker of width ``d``."""
     config = demo_ranker_config(emb_size=d, history_seq_len=4, fprop_dtype=jnp.float32)
     config.model = dataclasses.replace(config.model, key_size=16, num_layers=1)
     batch = random_batch(config, batch_size=1, num_candidates=2, num_buckets=8, seed=0)
-    t = tables.init_tables(jax.random.key(0), num_user_buckets=8, num_post_buckets=8,
-                           num_author_buckets=8, dim=d)  # fmt: skip
     model = pl.make_ranker(config, release=release)
-    return config, jax.eval_shape(model.init, jax.random.key(0), batch, tables.embed(t, batch))
+    return train.param_shapes(model, batch, num_buckets=(8, 8, 8), emb_size=d)
 
 
 @pytest.mark.parametrize("release", ["2026-01", "2026-05"])
 def test_multipliers_by_group_at_the_base_width_and_four_times_wider(release):
-    config, base = _params(512, release)
-    m = mup.lr_multipliers(base, config.model.widening_factor)
+    base = _params(512, release)
+    m = mup.lr_multipliers(base)
     layer = "transformer/decoder_layer_0"
     assert m[f"{layer}/multi_head_attention/query"]["w"] == 1.0
-    assert m[f"{layer}/linear_1"]["w"] == 1.0  # the down projection, against its base fan-in
+    # The down projection: X's (2/3) ffn_size(512, 3) / fan_in, fan_in = ffn_size(512, 2).
+    np.testing.assert_allclose(m[f"{layer}/linear_1"]["w"], 1024 * 2 / 3 / 688)
     assert m["phoenix_model"]["unembeddings"] == 0.5
     assert m[f"{layer}/rms_norm"]["scale"] == 1.0
     assert m["phoenix_model"]["proj_mat_1"] == 0.5  # 512 / (2 hashes * 512)
-    _, wide = _params(2048, release)
-    w = mup.lr_multipliers(wide, config.model.widening_factor)
+    wide = _params(2048, release)
+    w = mup.lr_multipliers(wide)
     assert w[f"{layer}/multi_head_attention/query"]["w"] == 0.25
-    np.testing.assert_allclose(w[f"{layer}/linear_1"]["w"], 0.25, rtol=0.02)  # rounded widths
+    np.testing.assert_allclose(w[f"{layer}/linear_1"]["w"], 1024 * 2 / 3 / 2736)
     assert w["phoenix_model"]["unembeddings"] == 0.25  # 0.5 * sqrt(512 / 2048)
     assert w[f"{layer}/rms_norm_3"]["scale"] == 1.0
 
 
 def test_unknown_parameters_are_refused_by_name():
-    config, params = _params(64)
+    params = _params(64)
     params = {**params, "extra": {"w": jnp.zeros((2, 2))}}
     with pytest.raises(ValueError, match="extra/w"):
-        mup.lr_multipliers(params, config.model.widening_factor)
+        mup.lr_multipliers(params)
 
 
 def test_scale_by_multipliers_scales_each_update():
