@@ -207,6 +207,9 @@ def site(tmp_path_factory, lab_run):
     # Unexecuted chapters have no figures, so references to them cannot resolve here
     # (make html builds everything with every warning an error).
     config["sphinx"]["config"]["suppress_warnings"].append("ref.numref")
+    # The copy lives elsewhere: its local extensions' folders must point back here.
+    extensions = config["sphinx"]["local_extensions"]
+    config["sphinx"]["local_extensions"] = {name: str(ROOT / p) for name, p in extensions.items()}
     out = tmp_path_factory.mktemp("book")
     (out / "_config.yml").write_text(yaml.safe_dump(config))
     saved = lab_run["folder"] / "notebooks" / f"{CHAPTER}.ipynb"
