@@ -64,12 +64,22 @@ class PhoenixRetrievalModel(hk.Module):
         self.config, self.transformer = config, transformer
 
     def build_user_representation(
-        self, batch: RecsysBatch, embeddings: RecsysEmbeddings
+        self, batch: RecsysBatch, embeddings: RecsysEmbeddings, *, every_prefix: bool = False
     ) -> jax.Array:
-        """``[B, D]``: mean transformer output over valid positions (no final norm), unit norm."""
+        """``[B, D]``: mean transformer output over valid positions (no final norm), unit norm.
+
+        ``every_prefix=True`` gives ``[B, 1 + S, D]``: row ``i`` is the representation of
+        the user with only the first ``i`` history items, exactly what the model computes
+        on that prefix alone. The attention is causal, so position ``j``'s output depends
+        on positions ``0..j`` only, and prefix ``i``'s mean is a running mean. Training
+        on every prefix of a history then costs one pass instead of ``S``.
+        """
         context, mask = build_context(batch, embeddings, self.config)
         h = self.transformer(context.astype(self.config.fprop_dtype), mask)  # causal
         weights = mask.astype(jnp.float32)[..., None]  # [B, 1 + S, 1]
+        if every_prefix:
+            running = jnp.cumsum(h * weights, axis=1)
+            return l2_normalize(running / jnp.maximum(jnp.cumsum(weights, axis=1), 1.0))
         mean = jnp.sum(h * weights, axis=1) / jnp.maximum(jnp.sum(weights, axis=1), 1.0)
         return l2_normalize(mean)
 
@@ -83,9 +93,11 @@ class PhoenixRetrievalModel(hk.Module):
         )
         return CandidateTower(self.config.emb_size, self.config.enable_linear_proj)(rows)
 
-    def __call__(self, batch: RecsysBatch, embeddings: RecsysEmbeddings) -> RetrievalOutput:
+    def __call__(
+        self, batch: RecsysBatch, embeddings: RecsysEmbeddings, *, every_prefix: bool = False
+    ) -> RetrievalOutput:
         return RetrievalOutput(
-            self.build_user_representation(batch, embeddings),
+            self.build_user_representation(batch, embeddings, every_prefix=every_prefix),
             self.build_candidate_representation(batch, embeddings),
         )
 
@@ -101,9 +113,16 @@ def check_retriever_release(config: PhoenixRetrievalModelConfig, release: str) -
 
 
 def make_retriever(
-    config: PhoenixRetrievalModelConfig, release: str = DEFAULT_RELEASE
+    config: PhoenixRetrievalModelConfig,
+    release: str = DEFAULT_RELEASE,
+    *,
+    every_prefix: bool = False,
 ) -> hk.Transformed:
     """The two towers: ``apply(params, batch, embeddings) -> RetrievalOutput``.
+
+    ``every_prefix=True``: the output's user representation is ``[B, 1 + S, D]``, one per
+    prefix of the history (:meth:`PhoenixRetrievalModel.build_user_representation`); the
+    same parameters.
 
     ``release``: ``"2026-05"`` (default) or ``"2026-01"``. They differ only in May's
     ``config.enable_linear_proj`` (default ``True``, January's tower), which January
@@ -114,7 +133,8 @@ def make_retriever(
     check_retriever_release(config, release)
 
     def forward(batch, embeddings):
-        return PhoenixRetrievalModel(config, Transformer(config.model))(batch, embeddings)
+        model = PhoenixRetrievalModel(config, Transformer(config.model))
+        return model(batch, embeddings, every_prefix=every_prefix)
 
     return with_validation(config, hk.without_apply_rng(hk.transform(forward)))
 

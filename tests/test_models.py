@@ -626,3 +626,33 @@ def test_with_post_rows_puts_rows_in_and_refuses_rows_that_would_read_wrongly():
     two_hashes = batch._replace(candidate_post_hashes=np.ones((2, 2, 2), np.int32))
     with pytest.raises(ValueError, match="num_item_hashes=1"):
         pl.with_post_rows(two_hashes, rows[:, :3], rows[:, 3:])
+
+
+def test_every_prefix_is_the_user_tower_on_each_truncated_history(retriever_demo):
+    """Row i of ``every_prefix=True`` is the ordinary user tower on the first i history
+    items alone (the rest padded), with the same parameters."""
+    retriever, batch, emb, params = retriever_demo
+    config = demo_retrieval_config(fprop_dtype=jnp.float32, history_seq_len=6)
+    prefixes = jax.jit(pl.make_retriever(config, every_prefix=True).apply)(params, batch, emb)
+    assert prefixes.user_representation.shape == (2, 7, 128)
+    apply = jax.jit(retriever.apply)
+    same_tables = tables.init_tables(  # the fixture's (_inputs with seed 0)
+        jax.random.PRNGKey(0), num_user_buckets=64, num_post_buckets=64,
+        num_author_buckets=64, dim=128,
+    )  # fmt: skip
+    np.testing.assert_array_equal(tables.embed(same_tables, batch).user_embeddings,
+                                  emb.user_embeddings)  # fmt: skip
+    lengths = (np.asarray(batch.history_post_hashes)[..., 0] != 0).sum(1)
+    for i in range(7):
+        keep = (np.arange(6) < i)[None, :, None]
+        cut = batch._replace(
+            history_post_hashes=np.asarray(batch.history_post_hashes) * keep,
+            history_author_hashes=np.asarray(batch.history_author_hashes) * keep,
+            history_actions=np.asarray(batch.history_actions) * keep,
+        )
+        alone = apply(params, cut, tables.embed(same_tables, cut)).user_representation
+        for b in range(2):
+            if i <= lengths[b]:  # beyond the real history a prefix is the whole history
+                np.testing.assert_allclose(
+                    prefixes.user_representation[b, i], alone[b], rtol=1e-5, atol=1e-6
+                )
