@@ -95,8 +95,8 @@ def murmur_hash3_2x64(ids) -> np.ndarray:
 def multi_hash_words(x: U64, valid: jnp.ndarray, num_buckets, *, num_hashes: int):
     """Traceable core of :func:`multi_hash`.
 
-    Column ``j`` is MurmurHash3 with seed ``j + 1`` (so no column equals the seed-0
-    hash MPZCH uses for home slots), reduced to ``1 + h mod (num_buckets - 1)``.
+    Column ``j`` is MurmurHash3 with seed ``j + 1`` (seed 0, a different function, is
+    left to MPZCH's home slots), reduced to ``1 + h mod (num_buckets - 1)``.
 
     Args:
       x: ``U64`` IDs of shape ``[...]``.
