@@ -501,3 +501,17 @@ def to_batch(
         candidate_author_hashes=np.where(c_mask, hashed.genre[genre[c_items]], 0),
         candidate_product_surface=np.zeros(candidates.shape, np.int32),
     )
+
+
+def prefix_targets(examples: Examples) -> np.ndarray:
+    """``[N, 1 + H]`` movies: the positive of each prefix of each example's history, for
+    training on every prefix at once (``make_retriever(..., every_prefix=True)``). Prefix
+    ``i`` (the user and the first ``i`` history items) is followed by history item ``i``,
+    and the whole history by the target; the empty prefix has none (``-1``, as the
+    protocol's first rating is never a target), nor have prefixes past the history."""
+    n, h = examples.history.shape
+    targets = np.full((n, 1 + h), -1, np.int32)
+    targets[:, 1:h] = np.where(examples.history_mask[:, 1:], examples.history[:, 1:], -1)
+    length = examples.history_mask.sum(1)
+    targets[np.arange(n), length] = np.where(length > 0, examples.target, -1)
+    return targets

@@ -57,9 +57,11 @@ class CandidateTower(hk.Module):
 
 
 class PhoenixRetrievalModel(hk.Module):
-    """User tower: reduce blocks -> causal transformer -> masked mean -> L2 normalise."""
+    """User tower: reduce blocks -> causal transformer -> masked mean -> L2 normalise.
+    With ``transformer=None`` the user tower skips the transformer (an ablation): the
+    user is the mean of its reduce-block tokens."""
 
-    def __init__(self, config: PhoenixRetrievalModelConfig, transformer: Transformer):
+    def __init__(self, config: PhoenixRetrievalModelConfig, transformer: Transformer | None):
         super().__init__(name="phoenix_retrieval_model")
         self.config, self.transformer = config, transformer
 
@@ -75,7 +77,9 @@ class PhoenixRetrievalModel(hk.Module):
         on every prefix of a history then costs one pass instead of ``S``.
         """
         context, mask = build_context(batch, embeddings, self.config)
-        h = self.transformer(context.astype(self.config.fprop_dtype), mask)  # causal
+        h = context.astype(self.config.fprop_dtype)
+        if self.transformer is not None:
+            h = self.transformer(h, mask)  # causal
         weights = mask.astype(jnp.float32)[..., None]  # [B, 1 + S, 1]
         if every_prefix:
             running = jnp.cumsum(h * weights, axis=1)
@@ -117,8 +121,13 @@ def make_retriever(
     release: str = DEFAULT_RELEASE,
     *,
     every_prefix: bool = False,
+    history: str = "attention",
 ) -> hk.Transformed:
     """The two towers: ``apply(params, batch, embeddings) -> RetrievalOutput``.
+
+    ``history="mean"`` is an ablation: no transformer, the user representation is the
+    mean of the user's and history's reduce-block tokens (a bag of items); its
+    parameters are the others without the transformer's.
 
     ``every_prefix=True``: the output's user representation is ``[B, 1 + S, D]``, one per
     prefix of the history (:meth:`PhoenixRetrievalModel.build_user_representation`); the
@@ -131,9 +140,12 @@ def make_retriever(
     :func:`phoenix_lib.validate_batch`, as for the ranker.
     """
     check_retriever_release(config, release)
+    if history not in ("attention", "mean"):
+        raise ValueError(f"history must be 'attention' or 'mean', got {history!r}")
 
     def forward(batch, embeddings):
-        model = PhoenixRetrievalModel(config, Transformer(config.model))
+        transformer = Transformer(config.model) if history == "attention" else None
+        model = PhoenixRetrievalModel(config, transformer)
         return model(batch, embeddings, every_prefix=every_prefix)
 
     return with_validation(config, hk.without_apply_rng(hk.transform(forward)))

@@ -234,30 +234,52 @@ def retrieval_loss(user, candidates, log_q, item, valid, temperature: float) -> 
 
 
 def retrieval_objective(
-    config, *, temperature: float = 0.05, release: str = DEFAULT_RELEASE
+    config,
+    *,
+    temperature: float = 0.05,
+    release: str = DEFAULT_RELEASE,
+    every_prefix: bool = False,
+    history: str = "attention",
 ) -> Callable:
     """``loss(params, batch, log_q, item, valid)``: each user's one candidate is its positive;
     log_q float ``[B]``, item int ``[B]``, valid bool ``[B]``. ``loss.check_inputs`` as for
-    :func:`ranker_objective`; ``release`` as for :func:`phoenix_lib.make_retriever`."""
-    model = make_retriever(config, release)
+    :func:`ranker_objective`; ``release`` as for :func:`phoenix_lib.make_retriever`.
+
+    ``every_prefix=True`` trains every prefix of each history at once: the batch has
+    ``C = 1 + S`` candidates, candidate ``i`` the positive of the user with the first ``i``
+    history items (``make_retriever(..., every_prefix=True)``); log_q, item and valid are
+    ``[B, 1 + S]``, and all ``B (1 + S)`` positives share one in-batch softmax. ``history``
+    as for :func:`phoenix_lib.make_retriever` (``"mean"``: the no-transformer ablation)."""
+    model = make_retriever(config, release, every_prefix=every_prefix, history=history)
 
     def loss(params, batch, log_q, item, valid):
         out = forward(model, params, batch)
+        user, positives = out.user_representation, out.candidate_representation
+        if not every_prefix:
+            positives = positives[:, 0]
+        d = user.shape[-1]
         return retrieval_loss(
-            out.user_representation,
-            out.candidate_representation[:, 0],
-            log_q,
-            item,
-            valid,
+            user.reshape(-1, d),
+            positives.reshape(-1, d),
+            log_q.reshape(-1),
+            item.reshape(-1),
+            valid.reshape(-1),
             temperature,
         )
 
     def check_inputs(params, batch, log_q, item, valid):
         _check_batch(config, params, batch)
-        b = batch.candidate_post_hashes.shape[0]
-        _check_array("log_q", log_q, (b,), "f")
-        _check_array("item", item, (b,), "i")
-        _check_array("valid", valid, (b,), "b")
+        shape = batch.candidate_post_hashes.shape[:1]
+        if every_prefix:
+            shape = (*shape, 1 + batch.history_post_hashes.shape[1])
+            if batch.candidate_post_hashes.shape[1] != shape[1]:
+                raise ValueError(
+                    f"every_prefix needs C = 1 + S = {shape[1]} candidates (one positive per "
+                    f"prefix), got {batch.candidate_post_hashes.shape[1]}"
+                )
+        _check_array("log_q", log_q, shape, "f")
+        _check_array("item", item, shape, "i")
+        _check_array("valid", valid, shape, "b")
 
     loss.check_inputs = check_inputs
     return loss

@@ -656,3 +656,34 @@ def test_every_prefix_is_the_user_tower_on_each_truncated_history(retriever_demo
                 np.testing.assert_allclose(
                     prefixes.user_representation[b, i], alone[b], rtol=1e-5, atol=1e-6
                 )
+
+
+def test_retriever_without_transformer_is_a_bag_of_its_history(retriever_demo):
+    """history="mean": the tree without the transformer's weights, and a user representation
+    that ignores the order of the history (the attention tower does not)."""
+    retriever, batch, emb, params = retriever_demo
+    config = demo_retrieval_config(fprop_dtype=jnp.float32, history_seq_len=6)
+    bag = pl.make_retriever(config, history="mean")
+    bag_params = bag.init(jax.random.PRNGKey(0), batch, emb)
+    kept = {k: v for k, v in RETRIEVAL_TREE.items() if "transformer" not in k[0]}
+    assert len(kept) < len(RETRIEVAL_TREE) and _tree(bag_params) == kept
+    length = int((np.asarray(batch.history_post_hashes)[0, :, 0] != 0).sum())
+    assert length >= 3
+    order = np.arange(6)
+    order[:length] = order[:length][::-1]  # reverse user 0's real history
+    flipped = emb._replace(
+        history_post_embeddings=emb.history_post_embeddings[:, order],
+        history_author_embeddings=emb.history_author_embeddings[:, order],
+    )
+    flipped_batch = batch._replace(
+        history_post_hashes=np.asarray(batch.history_post_hashes)[:, order],
+        history_author_hashes=np.asarray(batch.history_author_hashes)[:, order],
+        history_actions=np.asarray(batch.history_actions)[:, order],
+        history_product_surface=np.asarray(batch.history_product_surface)[:, order],
+    )
+    for model, p, same in ((bag, bag_params, True), (retriever, params, False)):
+        a = model.apply(p, batch, emb).user_representation[0]
+        b = model.apply(p, flipped_batch, flipped).user_representation[0]
+        assert np.allclose(a, b, rtol=1e-5, atol=1e-6) == same
+    with pytest.raises(ValueError, match="history must be"):
+        pl.make_retriever(config, history="sum")

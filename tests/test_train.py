@@ -14,6 +14,7 @@ from phoenix_lib.config import ACTIONS, book_ranker_config, book_retrieval_confi
 from phoenix_lib.optimizers import book_optimizer
 from phoenix_lib.ranker import make_ranker
 from phoenix_lib.retrieval import make_retriever
+from phoenix_lib.tables import embed, init_tables
 from phoenix_lib.world import World, WorldConfig
 
 WORLD = World(WorldConfig(num_users=300, num_authors=30, num_posts=1_000, num_topics=4, seed=1))
@@ -129,6 +130,40 @@ def test_retrieval_loss_falls_on_a_fixed_batch():
     step = train.make_step(train.retrieval_objective(config), optimizer)
     state, losses = train.fit(step, state, lambda i: args, 40, progress=False)
     assert losses[-5:].mean() < 0.5 * losses[:5].mean()
+
+
+def test_every_prefix_objective_is_the_mean_over_all_prefixes_and_checks_its_candidates():
+    """The every-prefix loss is the in-batch softmax over all B (1 + S) prefix positives at
+    once, computed from the prefix representations; C must be 1 + S."""
+    config = book_retrieval_config(history_seq_len=4)
+    s = WORLD.session(0, batch_size=3, history_len=4, num_candidates=5)
+    batch = WORLD.to_batch(config, s, BUCKETS)
+    item = np.asarray(s.candidate_posts, np.int32)
+    valid = np.arange(5)[None, :] > np.arange(3)[:, None]  # [3, 5], some prefixes invalid
+    log_q = np.linspace(-3, -1, 15, dtype=np.float32).reshape(3, 5)
+    model = make_retriever(config, every_prefix=True)
+    tables = init_tables(jax.random.key(1), num_user_buckets=BUCKETS[0],
+                         num_post_buckets=BUCKETS[1], num_author_buckets=BUCKETS[2],
+                         dim=config.emb_size)  # fmt: skip
+    params = {"model": model.init(jax.random.key(0), batch, embed(tables, batch)),
+              "tables": tables}  # fmt: skip
+    loss = train.retrieval_objective(config, temperature=0.5, every_prefix=True)
+    out = train.forward(model, params, batch)
+    flat = train.retrieval_loss(
+        out.user_representation.reshape(15, -1),
+        out.candidate_representation.reshape(15, -1),
+        log_q.reshape(15),
+        item.reshape(15),
+        valid.reshape(15),
+        0.5,
+    )
+    assert float(loss(params, batch, log_q, item, valid)) == pytest.approx(float(flat), rel=1e-6)
+    loss.check_inputs(params, batch, log_q, item, valid)
+    short = WORLD.to_batch(config, s._replace(candidate_posts=s.candidate_posts[:, :4],
+                                              candidate_surface=s.candidate_surface[:, :4]),
+                           BUCKETS)  # fmt: skip
+    with pytest.raises(ValueError, match=r"every_prefix needs C = 1 \+ S = 5"):
+        loss.check_inputs(params, short, log_q, item, valid)
 
 
 def test_weighted_score_offset_rule_by_hand():
