@@ -30,10 +30,13 @@ import zipfile
 from pathlib import Path
 from typing import NamedTuple
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from phoenix_lib.hashing import multi_hash
 from phoenix_lib.inputs import RecsysBatch
+from phoenix_lib.train import retrieval_loss
 
 WHEEL = "recbole==1.2.1"
 WHEEL_FILE = "recbole-1.2.1-py3-none-any.whl"
@@ -515,3 +518,30 @@ def prefix_targets(examples: Examples) -> np.ndarray:
     length = examples.history_mask.sum(1)
     targets[np.arange(n), length] = np.where(length > 0, examples.target, -1)
     return targets
+
+
+def mf_init(key, num_users: int, num_items: int, dim: int) -> dict:
+    """Matrix factorisation as an ID-only two-tower model: one exact row per user and per
+    movie (no hashing, no history), ``{"user": [U, D], "item": [I, D]}``, N(0, 0.1^2)."""
+    ku, ki = jax.random.split(key)
+    return {
+        "user": 0.1 * jax.random.normal(ku, (num_users, dim), jnp.float32),
+        "item": 0.1 * jax.random.normal(ki, (num_items, dim), jnp.float32),
+    }
+
+
+def mf_objective(temperature: float = 1.0):
+    """``loss(params, user [B], item [B], log_q [B])``: the two-tower in-batch softmax with
+    the log-Q correction (:func:`phoenix_lib.train.retrieval_loss`) on raw dot products."""
+
+    def loss(params, user, item, log_q):
+        return retrieval_loss(
+            params["user"][user],
+            params["item"][item],
+            log_q,
+            item,
+            jnp.ones(item.shape, bool),
+            temperature,
+        )
+
+    return loss
