@@ -59,27 +59,41 @@ class CandidateTower(hk.Module):
 class PhoenixRetrievalModel(hk.Module):
     """User tower: reduce blocks -> causal transformer -> masked mean -> L2 normalise.
     With ``transformer=None`` the user tower skips the transformer (an ablation): the
-    user is the mean of its reduce-block tokens."""
+    user is the mean of its reduce-block tokens. ``readout="last"`` (not the release's)
+    takes the newest valid position's output instead of the mean."""
 
-    def __init__(self, config: PhoenixRetrievalModelConfig, transformer: Transformer | None):
+    def __init__(
+        self,
+        config: PhoenixRetrievalModelConfig,
+        transformer: Transformer | None,
+        readout: str = "mean",
+    ):
         super().__init__(name="phoenix_retrieval_model")
-        self.config, self.transformer = config, transformer
+        self.config, self.transformer, self.readout = config, transformer, readout
 
     def build_user_representation(
         self, batch: RecsysBatch, embeddings: RecsysEmbeddings, *, every_prefix: bool = False
     ) -> jax.Array:
-        """``[B, D]``: mean transformer output over valid positions (no final norm), unit norm.
+        """``[B, D]``: mean transformer output over valid positions (no final norm), unit norm;
+        with ``readout="last"``, the output at the last valid position.
 
         ``every_prefix=True`` gives ``[B, 1 + S, D]``: row ``i`` is the representation of
-        the user with only the first ``i`` history items, exactly what the model computes
-        on that prefix alone. The attention is causal, so position ``j``'s output depends
-        on positions ``0..j`` only, and prefix ``i``'s mean is a running mean. Training
-        on every prefix of a history then costs one pass instead of ``S``.
+        the user with only the first ``i`` history items (past the history: all of it),
+        exactly what the model computes on that prefix alone. The attention is causal, so
+        position ``j``'s output depends on positions ``0..j`` only: prefix ``i``'s mean is
+        a running mean, its last position is position ``i``. Training on every prefix of a
+        history then costs one pass instead of ``S``.
         """
         context, mask = build_context(batch, embeddings, self.config)
         h = context.astype(self.config.fprop_dtype)
         if self.transformer is not None:
             h = self.transformer(h, mask)  # causal
+        if self.readout == "last":
+            newest = jax.lax.cummax(jnp.where(mask, jnp.arange(mask.shape[1]), 0), axis=1)
+            if not every_prefix:
+                newest = newest[:, -1:]
+            picked = jnp.take_along_axis(h, newest[..., None], axis=1)  # [B, 1 + S or 1, D]
+            return l2_normalize(picked if every_prefix else picked[:, 0])
         weights = mask.astype(jnp.float32)[..., None]  # [B, 1 + S, 1]
         if every_prefix:
             running = jnp.cumsum(h * weights, axis=1)
@@ -122,12 +136,16 @@ def make_retriever(
     *,
     every_prefix: bool = False,
     history: str = "attention",
+    readout: str = "mean",
 ) -> hk.Transformed:
     """The two towers: ``apply(params, batch, embeddings) -> RetrievalOutput``.
 
     ``history="mean"`` is an ablation: no transformer, the user representation is the
     mean of the user's and history's reduce-block tokens (a bag of items); its
-    parameters are the others without the transformer's.
+    parameters are the others without the transformer's. ``readout="last"`` (a change to
+    the release, not part of it): the user is the output at the newest history position,
+    as sequential recommenders such as SASRec read it, instead of the mean over positions;
+    the same parameters.
 
     ``every_prefix=True``: the output's user representation is ``[B, 1 + S, D]``, one per
     prefix of the history (:meth:`PhoenixRetrievalModel.build_user_representation`); the
@@ -142,10 +160,12 @@ def make_retriever(
     check_retriever_release(config, release)
     if history not in ("attention", "mean"):
         raise ValueError(f"history must be 'attention' or 'mean', got {history!r}")
+    if readout not in ("mean", "last"):
+        raise ValueError(f"readout must be 'mean' or 'last', got {readout!r}")
 
     def forward(batch, embeddings):
         transformer = Transformer(config.model) if history == "attention" else None
-        model = PhoenixRetrievalModel(config, transformer)
+        model = PhoenixRetrievalModel(config, transformer, readout)
         return model(batch, embeddings, every_prefix=every_prefix)
 
     return with_validation(config, hk.without_apply_rng(hk.transform(forward)))

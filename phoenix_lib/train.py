@@ -240,6 +240,7 @@ def retrieval_objective(
     release: str = DEFAULT_RELEASE,
     every_prefix: bool = False,
     history: str = "attention",
+    readout: str = "mean",
 ) -> Callable:
     """``loss(params, batch, log_q, item, valid)``: each user's one candidate is its positive;
     log_q float ``[B]``, item int ``[B]``, valid bool ``[B]``. ``loss.check_inputs`` as for
@@ -249,8 +250,10 @@ def retrieval_objective(
     ``C = 1 + S`` candidates, candidate ``i`` the positive of the user with the first ``i``
     history items (``make_retriever(..., every_prefix=True)``); log_q, item and valid are
     ``[B, 1 + S]``, and all ``B (1 + S)`` positives share one in-batch softmax. ``history``
-    as for :func:`phoenix_lib.make_retriever` (``"mean"``: the no-transformer ablation)."""
-    model = make_retriever(config, release, every_prefix=every_prefix, history=history)
+    and ``readout`` as for :func:`phoenix_lib.make_retriever`."""
+    model = make_retriever(
+        config, release, every_prefix=every_prefix, history=history, readout=readout
+    )
 
     def loss(params, batch, log_q, item, valid):
         out = forward(model, params, batch)

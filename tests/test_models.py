@@ -628,14 +628,16 @@ def test_with_post_rows_puts_rows_in_and_refuses_rows_that_would_read_wrongly():
         pl.with_post_rows(two_hashes, rows[:, :3], rows[:, 3:])
 
 
-def test_every_prefix_is_the_user_tower_on_each_truncated_history(retriever_demo):
+@pytest.mark.parametrize("readout", ["mean", "last"])
+def test_every_prefix_is_the_user_tower_on_each_truncated_history(retriever_demo, readout):
     """Row i of ``every_prefix=True`` is the ordinary user tower on the first i history
-    items alone (the rest padded), with the same parameters."""
-    retriever, batch, emb, params = retriever_demo
+    items alone (the rest padded; past the history, all of it), same parameters."""
+    _, batch, emb, params = retriever_demo
     config = demo_retrieval_config(fprop_dtype=jnp.float32, history_seq_len=6)
-    prefixes = jax.jit(pl.make_retriever(config, every_prefix=True).apply)(params, batch, emb)
-    assert prefixes.user_representation.shape == (2, 7, 128)
-    apply = jax.jit(retriever.apply)
+    every = pl.make_retriever(config, every_prefix=True, readout=readout)
+    prefixes = jax.jit(every.apply)(params, batch, emb).user_representation
+    assert prefixes.shape == (2, 7, 128)
+    apply = jax.jit(pl.make_retriever(config, readout=readout).apply)
     same_tables = tables.init_tables(  # the fixture's (_inputs with seed 0)
         jax.random.PRNGKey(0), num_user_buckets=64, num_post_buckets=64,
         num_author_buckets=64, dim=128,
@@ -643,6 +645,7 @@ def test_every_prefix_is_the_user_tower_on_each_truncated_history(retriever_demo
     np.testing.assert_array_equal(tables.embed(same_tables, batch).user_embeddings,
                                   emb.user_embeddings)  # fmt: skip
     lengths = (np.asarray(batch.history_post_hashes)[..., 0] != 0).sum(1)
+    assert 0 < lengths.min() < 6  # prefixes past the history are checked too
     for i in range(7):
         keep = (np.arange(6) < i)[None, :, None]
         cut = batch._replace(
@@ -651,11 +654,9 @@ def test_every_prefix_is_the_user_tower_on_each_truncated_history(retriever_demo
             history_actions=np.asarray(batch.history_actions) * keep,
         )
         alone = apply(params, cut, tables.embed(same_tables, cut)).user_representation
-        for b in range(2):
-            if i <= lengths[b]:  # beyond the real history a prefix is the whole history
-                np.testing.assert_allclose(
-                    prefixes.user_representation[b, i], alone[b], rtol=1e-5, atol=1e-6
-                )
+        np.testing.assert_allclose(prefixes[:, i], alone, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="readout must be"):
+        pl.make_retriever(config, readout="first")
 
 
 def test_retriever_without_transformer_is_a_bag_of_its_history(retriever_demo):
