@@ -42,10 +42,12 @@ MEANINGS = {
     "10.ndcg_at_10.popularity": "Ch. 10: MovieLens test NDCG@10, popularity",
     "10.hr_at_10.mf": "Ch. 10: HR@10, matrix factorisation",
     "10.ndcg_at_10.mf": "Ch. 10: NDCG@10, matrix factorisation",
+    "10.hr_at_10.markov": "Ch. 10: HR@10, the movie after the last one (a count table)",
+    "10.ndcg_at_10.markov": "Ch. 10: NDCG@10, the same",
     "10.hr_at_10.phoenix_retriever": "Ch. 10: HR@10, the Phoenix retriever as released (mean)",
     "10.ndcg_at_10.phoenix_retriever": "Ch. 10: NDCG@10, the Phoenix retriever as released",
     "10.hr_at_10.phoenix_retriever_last": "Ch. 10: HR@10, retriever read at the newest position",
-    "10.ndcg_at_10.phoenix_retriever_last": "Ch. 10: NDCG@10, the same (GRU4Rec, RecBole: 0.0513)",
+    "10.ndcg_at_10.phoenix_retriever_last": "Ch. 10: NDCG@10, the same (GRU4Rec run: 0.0513)",
     "10.ndcg_at_10_ci_low.phoenix_retriever_last": "Ch. 10: the same, 95% interval's low end",
     "10.hr_at_10.phoenix_ranker": "Ch. 10: HR@10, that retriever re-ranked with the ranker",
     "10.ndcg_at_10.phoenix_ranker": "Ch. 10: NDCG@10, the same",
@@ -314,8 +316,8 @@ GOALS: list[tuple[str, tuple[str, ...], Callable]] = [
         ),
     ),
     (
-        "Chapter 10: a Phoenix retriever beats GRU4Rec's published NDCG@10 on MovieLens-100K "
-        "(RecBole, 0.0513)",
+        "Chapter 10: a Phoenix retriever beats the NDCG@10 of RecBole's GRU4Rec run on "
+        "MovieLens-100K (0.0513)",
         ("10.ndcg_at_10.phoenix_retriever_last",),
         lambda m, r: _at_least(m["10.ndcg_at_10.phoenix_retriever_last"], 0.0513, "{:.4f}".format),
     ),

@@ -67,7 +67,7 @@ class MovieLens:
     """The data set as typed arrays. ``N`` ratings, ``U`` users, ``I`` movies.
 
     Ratings keep the files' order. Genres are multi-hot over :data:`GENRES`; a release
-    year of 0 is unknown (one movie has none).
+    year of 0 is unknown (two movies in RecBole's files).
     """
 
     user: np.ndarray  # [N] int32 in [0, U)
@@ -353,7 +353,10 @@ class LeaveOneOut(NamedTuple):
 
 def user_sequences(data: MovieLens) -> list[np.ndarray]:
     """Each user's rating indices into ``data``, ordered by timestamp; ties keep the
-    files' order (a stable sort)."""
+    files' order (a stable sort), as the protocol asks. So the split depends on the
+    file's order among ratings of the same second, which the content digest of
+    :func:`load` does not check (it is order-free): RecBole's file, whose SHA-256 is
+    checked, defines the book's split."""
     order = np.lexsort((data.timestamp, data.user))  # by user, then time; stable
     starts = np.searchsorted(data.user[order], np.arange(data.num_users + 1))
     return [order[a:b] for a, b in itertools.pairwise(starts)]
