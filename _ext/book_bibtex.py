@@ -7,6 +7,7 @@ another, and Sphinx stops on the duplicate label. Here the alpha labels are comp
 over the whole of ``references.bib``: every entry keeps one label throughout the book.
 """
 
+import functools
 from pathlib import Path
 
 import pybtex.plugin
@@ -20,13 +21,17 @@ BIBLIOGRAPHY = Path(__file__).resolve().parents[1] / "references.bib"
 class BookLabelStyle(AlphaLabelStyle):
     """Alpha labels disambiguated over the whole bibliography file, not one list."""
 
-    def format_labels(self, sorted_entries):
+    @functools.cached_property
+    def labels(self) -> dict:
+        """Every entry's label, by lower-case key, computed once."""
         every = parse_file(BIBLIOGRAPHY).entries.values()
         ordered = pybtex.plugin.find_plugin("pybtex.style.sorting", "author_year_title")()
         book = ordered.sort(list(every))
-        labels = dict(zip((e.key.lower() for e in book), super().format_labels(book), strict=True))
+        return dict(zip((e.key.lower() for e in book), super().format_labels(book), strict=True))
+
+    def format_labels(self, sorted_entries):
         for entry in sorted_entries:
-            yield labels[entry.key.lower()]
+            yield self.labels[entry.key.lower()]
 
 
 class BookStyle(AlphaStyle):

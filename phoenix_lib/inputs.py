@@ -247,6 +247,31 @@ def random_batch(
     )
 
 
+class Buckets(NamedTuple):
+    """Every user's, post's and author's hash buckets for one set of table sizes, hashed
+    once (:func:`hash_entities`): a batch gathers rows of these instead of hashing its raw
+    IDs again. A data set maps its own entities onto the three slots (MovieLens: movies
+    as posts, genres as authors)."""
+
+    num_buckets: tuple[int, int, int]  # (users, posts, authors)
+    user: np.ndarray  # [U, Hu] int32
+    post: np.ndarray  # [P, Hi] int32
+    author: np.ndarray  # [Na, Ha] int32
+
+
+def hash_entities(config, num_buckets: tuple[int, int, int], user_ids, post_ids, author_ids):
+    """:class:`Buckets` for raw ``user_ids`` ``[U]``, ``post_ids`` ``[P]`` and ``author_ids``
+    ``[Na]`` (NumPy int64), with the config's number of hash columns per entity."""
+    hc = config.hash_config
+    nu, npost, na = num_buckets
+    return Buckets(
+        tuple(num_buckets),
+        np.asarray(multi_hash(user_ids, num_buckets=nu, num_hashes=hc.num_user_hashes)),
+        np.asarray(multi_hash(post_ids, num_buckets=npost, num_hashes=hc.num_item_hashes)),
+        np.asarray(multi_hash(author_ids, num_buckets=na, num_hashes=hc.num_author_hashes)),
+    )
+
+
 def batch_from_ids(
     config,
     *,

@@ -34,8 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from phoenix_lib.hashing import multi_hash
-from phoenix_lib.inputs import RecsysBatch
+from phoenix_lib.inputs import Buckets, RecsysBatch, hash_entities
 from phoenix_lib.train import retrieval_loss
 
 WHEEL = "recbole==1.2.1"
@@ -460,28 +459,12 @@ def rating_actions(rating) -> np.ndarray:
     return np.stack([r > 0, r >= 4, (r > 0) & (r <= 2)], axis=-1).astype(np.float32)
 
 
-class Buckets(NamedTuple):
-    """Every user's, movie's and genre's hash buckets for one set of table sizes. The
-    author slot of the Phoenix inputs holds the movie's primary genre."""
-
-    num_buckets: tuple[int, int, int]  # (users, movies, genres)
-    user: np.ndarray  # [U, Hu] int32
-    item: np.ndarray  # [I, Hi] int32
-    genre: np.ndarray  # [19, Ha] int32
-
-
 def buckets(data: MovieLens, config, num_buckets: tuple[int, int, int]) -> Buckets:
-    """Hash every raw ID once (Chapter 1's ``multi_hash``): users and movies by their
-    files' IDs, genres by ``index + 1``."""
-    hc = config.hash_config
-    nu, ni, ng = num_buckets
+    """Every raw ID hashed once (Chapter 1's ``multi_hash``), in Phoenix's slots: users by
+    their files' IDs, movies as posts, genres (by ``index + 1``) as authors;
+    ``num_buckets`` is ``(users, movies, genres)``."""
     genre_ids = np.arange(1, len(GENRES) + 1, dtype=np.int64)
-    return Buckets(
-        tuple(num_buckets),
-        np.asarray(multi_hash(data.user_ids, num_buckets=nu, num_hashes=hc.num_user_hashes)),
-        np.asarray(multi_hash(data.item_ids, num_buckets=ni, num_hashes=hc.num_item_hashes)),
-        np.asarray(multi_hash(genre_ids, num_buckets=ng, num_hashes=hc.num_author_hashes)),
-    )
+    return hash_entities(config, num_buckets, data.user_ids, data.item_ids, genre_ids)
 
 
 def to_batch(
@@ -499,12 +482,12 @@ def to_batch(
     h_items, c_items = np.maximum(hist, 0), np.maximum(candidates, 0)
     return RecsysBatch(
         user_hashes=hashed.user[examples.user],
-        history_post_hashes=np.where(h_mask, hashed.item[h_items], 0),
-        history_author_hashes=np.where(h_mask, hashed.genre[genre[h_items]], 0),
+        history_post_hashes=np.where(h_mask, hashed.post[h_items], 0),
+        history_author_hashes=np.where(h_mask, hashed.author[genre[h_items]], 0),
         history_actions=rating_actions(np.where(hist >= 0, examples.history_rating, 0)),
         history_product_surface=np.zeros(hist.shape, np.int32),
-        candidate_post_hashes=np.where(c_mask, hashed.item[c_items], 0),
-        candidate_author_hashes=np.where(c_mask, hashed.genre[genre[c_items]], 0),
+        candidate_post_hashes=np.where(c_mask, hashed.post[c_items], 0),
+        candidate_author_hashes=np.where(c_mask, hashed.author[genre[c_items]], 0),
         candidate_product_surface=np.zeros(candidates.shape, np.int32),
     )
 

@@ -53,8 +53,7 @@ import numpy as np
 from tqdm import tqdm
 
 from phoenix_lib.config import ACTIONS, NEGATIVE_FEEDBACK
-from phoenix_lib.hashing import multi_hash
-from phoenix_lib.inputs import RecsysBatch, batch_from_ids
+from phoenix_lib.inputs import Buckets, RecsysBatch, batch_from_ids, hash_entities
 from phoenix_lib.mpzch_reference import murmur_hash3_2x64_numpy
 
 # Probability of each action at affinity 0 (a typical pair) and its slope in
@@ -698,16 +697,7 @@ class World:
         :meth:`to_batch` given them gathers rows instead of hashing each batch's raw IDs
         again: the same batch, without the hashing on every training step.
         """
-        hc = config.hash_config
-        nu, npost, na = num_buckets
-        return Buckets(
-            tuple(num_buckets),
-            np.asarray(multi_hash(self.user_ids, num_buckets=nu, num_hashes=hc.num_user_hashes)),
-            np.asarray(multi_hash(self.post_ids, num_buckets=npost, num_hashes=hc.num_item_hashes)),
-            np.asarray(
-                multi_hash(self.author_ids, num_buckets=na, num_hashes=hc.num_author_hashes)
-            ),
-        )
+        return hash_entities(config, num_buckets, self.user_ids, self.post_ids, self.author_ids)
 
     def to_batch(
         self,
@@ -875,15 +865,6 @@ def positive_log_q(world: World, sessions, prior: float = 1.0) -> np.ndarray:
         item, valid = first_positive(s)
         np.add.at(counts, item[valid], 1.0)
     return np.log(counts / counts.sum())
-
-
-class Buckets(NamedTuple):
-    """Hash buckets of every entity for one set of table sizes (:meth:`World.buckets`)."""
-
-    num_buckets: tuple[int, int, int]  # (users, posts, authors)
-    user: np.ndarray  # [U, Hu] int32
-    post: np.ndarray  # [P, Hi] int32
-    author: np.ndarray  # [Na, Ha] int32
 
 
 class UserState(NamedTuple):

@@ -181,9 +181,9 @@ def test_batches_hash_movies_genres_and_rating_actions(recbole):
     batch = ml.to_batch(data, split.test, hashed, candidates)
     assert batch.history_post_hashes.shape == (3, 3, 2) and batch.history_actions.shape == (3, 3, 3)
     assert (batch.candidate_post_hashes[0, 1] == 0).all()  # padding candidate
-    assert (batch.candidate_post_hashes[0, 0] == hashed.item[3]).all()
+    assert (batch.candidate_post_hashes[0, 0] == hashed.post[3]).all()
     genre_of_4 = data.primary_genre[3]
-    assert (batch.candidate_author_hashes[0, 0] == hashed.genre[genre_of_4]).all()
+    assert (batch.candidate_author_hashes[0, 0] == hashed.author[genre_of_4]).all()
     # user 1's test history: movies 3, 1, 2 rated 4, 5, 2
     assert batch.history_actions[0].tolist() == [[1, 1, 0], [1, 1, 0], [1, 0, 1]]
     blank = ml.to_batch(data, split.test, hashed, candidates, history=False)
