@@ -72,8 +72,10 @@ import pathlib
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
-from phoenix_lib import u64
+from phoenix_lib import sharding, u64
 from phoenix_lib.checkpoint import npz_path
 from phoenix_lib.hashing import _check_int, ids_and_mask, murmur_words
 from phoenix_lib.tables import HashTables
@@ -684,7 +686,7 @@ def _check_hour(state: MpzchState, now_hour) -> jax.Array:
     return jnp.int32(int(array))
 
 
-def write(state: MpzchState, ids, now_hour, ttl_hours=None, *, mask=None):
+def write(state: MpzchState, ids, now_hour, ttl_hours=None, *, mask=None, capacity=None):
     """Claim slots for ``ids`` at hour ``now_hour`` (training path).
 
     Args:
@@ -708,8 +710,15 @@ def write(state: MpzchState, ids, now_hour, ttl_hours=None, *, mask=None):
 
     Batches from the host are padded to a power of two (at least 64 IDs) with masked
     entries, so a stream of batches of varying length compiles a few programs.
+
+    A table placed on a mesh by :func:`shard` is written where its buckets live: each ID
+    is routed to the device that owns its bucket (``capacity``: IDs one device may send
+    to another, default the per-device batch, which never overflows; see
+    :func:`phoenix_lib.sharding.route`), and the result is bit-identical to the same
+    write on one device.
     """
     x, shape, valid = _ids_as_words(ids, mask)
+    placed = _placement(state, capacity)
     now = _check_hour(state, now_hour)
     ttl = state.ttl_hours if ttl_hours is None else ttl_hours
     ttl = jnp.asarray(ttl)
@@ -725,22 +734,156 @@ def write(state: MpzchState, ids, now_hour, ttl_hours=None, *, mask=None):
         return state, empty, empty
     ttl = jnp.broadcast_to(ttl.astype(jnp.int32), shape).reshape(-1)
     ttl = jnp.pad(ttl, (0, x.lo.shape[0] - n))
-    state, rows, evicted = _write(state, x, *_home(state, x), valid, now, ttl)
+    if placed is not None:
+        state, rows, evicted = _sharded(_write, state, x, valid, placed, capacity, now, ttl)
+    else:
+        state, rows, evicted = _write(state, x, *_home(state, x), valid, now, ttl)
     return state, rows[:n].reshape(shape), evicted[:n].reshape(shape)
 
 
-def lookup(state: MpzchState, ids, *, mask=None) -> jax.Array:
+def lookup(state: MpzchState, ids, *, mask=None, capacity=None) -> jax.Array:
     """Read-only rows for ``ids`` ``[...]`` -> int32 ``[...]`` (evaluation and serving).
 
     The owned slot of a resident ID; for any other ID its home slot, or ``-1``
     with ``disable_fallback``; numbered as :func:`write` numbers them (``slot + 1``
-    with ``padding_row``), masked positions as there. Never changes the table.
+    with ``padding_row``), masked positions as there. Never changes the table. A sharded
+    table (:func:`shard`) is read where its buckets live, as :func:`write` says.
     """
     x, shape, valid = _ids_as_words(ids, mask)
+    placed = _placement(state, capacity)
     n = int(np.prod(shape))
     if n == 0:
         return jnp.zeros(shape, jnp.int32)
+    if placed is not None:
+        return _sharded(_lookup, state, x, valid, placed, capacity)[:n].reshape(shape)
     return _lookup(state, x, *_home(state, x), valid)[:n].reshape(shape)
+
+
+# ------------------------------------------------------------------ tables on a mesh
+
+
+def shard(state: MpzchState, mesh: Mesh, axis: str) -> MpzchState:
+    """The table with its buckets split over ``axis`` of ``mesh`` (co-sharding, MPZCH paper).
+
+    Device ``k`` of ``n`` holds buckets ``k B/n .. (k+1) B/n - 1``, i.e. the contiguous slots
+    ``k S/n .. (k+1) S/n - 1``; the clock and counters are replicated. Put the embedding
+    table behind it (``[num_slots, D]``) on the same mesh with
+    :func:`phoenix_lib.sharding.shard_rows`: slot ``s`` and row ``s`` then live on the same
+    device. :func:`write` and :func:`lookup` route each ID to its bucket's device and give
+    the same slots, evictions, table and counters as on one device; a sharded table moves
+    to another mesh (resharding; a one-device mesh gathers it) by calling :func:`shard`
+    again, slots unchanged. :func:`save` takes it as it is.
+
+    Raises:
+      ValueError: ``num_buckets`` not a multiple of the axis size (no device may own part
+        of a bucket), or a table made with ``padding_row=True`` (its rows are shifted by
+        one against the slots, so row and slot would not share a device).
+    """
+    n = sharding.check_divides("num_buckets", state.num_buckets, mesh, axis)
+    if state.padding_row and n > 1:
+        raise ValueError(
+            "a sharded table numbers rows as slots: create it with padding_row=False (its "
+            "embedding table then has num_slots rows, row s on the device that owns slot s)"
+        )
+    rows, whole = NamedSharding(mesh, P(axis)), NamedSharding(mesh, P())
+    return dataclasses.replace(
+        state,
+        identity_hi=jax.device_put(state.identity_hi, rows),
+        identity_lo=jax.device_put(state.identity_lo, rows),
+        metadata=jax.device_put(state.metadata, rows),
+        clock=jax.device_put(state.clock, whole),
+        counters_hi=jax.device_put(state.counters_hi, whole),
+        counters_lo=jax.device_put(state.counters_lo, whole),
+    )
+
+
+def _placement(state: MpzchState, capacity) -> tuple[Mesh, str] | None:
+    """The table's ``(mesh, axis)`` when sharded (checked consistent), else ``None``."""
+    placed = sharding.placement(state.identity_hi)
+    if placed is None:
+        if capacity is not None:
+            raise ValueError("capacity applies to a sharded table only (see shard)")
+        return None
+    for name in ("identity_lo", "metadata"):
+        if sharding.placement(getattr(state, name)) != placed:
+            raise ValueError(
+                f"the table's {name} is not on the mesh and axis of its identity: place the "
+                "whole table with mpzch.shard"
+            )
+    return placed
+
+
+def _sharded(kernel, state, x, valid, placed, capacity, *args):
+    """``kernel`` (:func:`_write` or :func:`_lookup`) on a sharded table: the host batch
+    padded to a multiple of the axis size, then :func:`_on_mesh`."""
+    mesh, axis = placed
+    n = mesh.shape[axis]
+    size = -(-x.lo.shape[0] // n) * n
+    pad = size - x.lo.shape[0]
+    x = U64(jnp.pad(x.hi, (0, pad)), jnp.pad(x.lo, (0, pad)))
+    valid = jnp.pad(valid, (0, pad))
+    args = tuple(jnp.pad(a, (0, pad)) if a.ndim else a for a in args)
+    capacity = size // n if capacity is None else capacity
+    out, needed = _on_mesh(kernel, state, x, valid, *args, mesh=mesh, axis=axis, capacity=capacity)
+    sharding.check_capacity(needed, capacity)
+    return out
+
+
+@functools.partial(jax.jit, static_argnums=0, static_argnames=("mesh", "axis", "capacity"))
+def _on_mesh(kernel, state, x, valid, *args, mesh, axis, capacity):
+    """Route every ID to the device owning its bucket, run ``kernel`` there on that
+    device's buckets as a table of their own, and route the slots back.
+
+    Each device receives its IDs ordered by source device, and within a source in batch
+    order: the batch order per bucket is kept, and the write rule only compares IDs of one
+    bucket, so the result equals the unsharded one. Counter increments (int32 sums, which
+    wrap as the unsharded sums do) are added up over the devices.
+    """
+    n = mesh.shape[axis]
+    local_slots = state.num_slots // n
+    base, home = _home(state, x)
+    owner = base // local_slots
+    settings = {**state.settings(), "num_slots": local_slots,
+                "num_buckets": state.num_buckets // n}  # fmt: skip
+    zeros = jnp.zeros(len(_COUNTERS), jnp.uint32)
+    writes = kernel is _write
+
+    def per_device(hi, lo, base, home, owner, valid, identity_hi, identity_lo, metadata,
+                   clock, *args):  # fmt: skip
+        payload = (hi, lo, base - owner * local_slots, home, *(a for a in args if a.ndim))
+        routed = sharding.route(payload, jnp.where(valid, owner, -1), capacity, axis)
+        r_hi, r_lo, r_base, r_home, *r_args = (a.reshape(-1) for a in routed.received)
+        local = MpzchState(identity_hi, identity_lo, metadata, clock, zeros, zeros, **settings)
+        now = [a for a in args if not a.ndim]
+        out = kernel(local, U64(r_hi, r_lo), r_base, r_home, routed.valid.reshape(-1),
+                     *now, *r_args)  # fmt: skip
+        local, slots = (out[0], out[1:]) if writes else (local, (out,))
+        offset = jax.lax.axis_index(axis) * local_slots
+        slots = jnp.stack([jnp.where(s >= 0, s + offset, -1) for s in slots], axis=-1)
+        back = sharding.route_back(slots.reshape(n, capacity, -1), routed, axis)
+        back = jnp.where((routed.index >= 0)[:, None], back, -1)
+        table = (local.identity_hi, local.identity_lo, local.metadata, local.counters_lo[None])
+        return table, back, routed.needed
+
+    rows, whole = P(axis), P()
+    arg_specs = tuple(rows if a.ndim else whole for a in args)
+    (identity_hi, identity_lo, metadata, deltas), back, needed = jax.shard_map(
+        per_device,
+        mesh=mesh,
+        in_specs=(rows,) * 9 + (whole,) + arg_specs,
+        out_specs=((rows,) * 4, rows, rows),
+        check_vma=False,  # the kernels' loops start from constants the devices share
+    )(x.hi, x.lo, base, home, owner, valid, state.identity_hi, state.identity_lo,
+      state.metadata, state.clock, *args)  # fmt: skip
+    if not writes:
+        return back[:, 0], needed
+    now = args[0]
+    state = dataclasses.replace(
+        state, identity_hi=identity_hi, identity_lo=identity_lo, metadata=metadata,
+        clock=jnp.maximum(state.clock, now),
+        **_add_counters(state, list(jnp.sum(deltas, axis=0, dtype=jnp.uint32))),
+    )  # fmt: skip
+    return (state, back[:, 0], back[:, 1]), needed
 
 
 @jax.jit

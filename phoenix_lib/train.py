@@ -18,11 +18,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 from tqdm import tqdm
 
-from phoenix_lib import mpzch
+from phoenix_lib import mpzch, sharding
 from phoenix_lib.config import ACTIONS, DEFAULT_RELEASE, NEGATIVE_FEEDBACK, ContinuousActionConfig
-from phoenix_lib.inputs import RecsysBatch, _check_shape, validate_batch
+from phoenix_lib.inputs import RecsysBatch, RecsysEmbeddings, _check_shape, validate_batch
 from phoenix_lib.optimizers import TableSparse, TableSparseState, local_tables
 from phoenix_lib.ranker import RankerOutput, make_ranker
 from phoenix_lib.reduce import normalize_continuous
@@ -61,9 +63,13 @@ def param_shapes(model, batch: RecsysBatch, *, num_buckets, emb_size: int):
 
 def forward(model, params, batch: RecsysBatch):
     """``model``'s output on ``batch`` with ``params = {"model", "tables"}``: the tables embed
-    the batch's hashes, the model reads the batch and those embeddings. Not jitted; wrap
-    it in ``jax.jit`` (as :func:`make_predict` does) to compile it once per batch shape."""
-    return model.apply(params["model"], batch, embed(params["tables"], batch))
+    the batch's hashes, the model reads the batch and those embeddings. ``params["tables"]``
+    may also be the embeddings already gathered (a ``RecsysEmbeddings``), as the sharded
+    step (:func:`make_sharded_step`) gathers them. Not jitted; wrap it in ``jax.jit`` (as
+    :func:`make_predict` does) to compile it once per batch shape."""
+    tables = params["tables"]
+    embeddings = tables if isinstance(tables, RecsysEmbeddings) else embed(tables, batch)
+    return model.apply(params["model"], batch, embeddings)
 
 
 def make_predict(ranker) -> Callable:
@@ -385,6 +391,139 @@ def _sparse_step(loss: Callable, optimizer: TableSparse, jit: Callable) -> Calla
         }
         opt_state = TableSparseState(dense_state, HashTables(*(s for _, s in updated)))
         return TrainState(params, opt_state, state.step + 1), value
+
+    return step
+
+
+# The hash fields each table serves, in RecsysEmbeddings' order of fields.
+_TABLE_FIELDS = HashTables(
+    user=("user_hashes",),
+    post=("history_post_hashes", "candidate_post_hashes"),
+    author=("history_author_hashes", "candidate_author_hashes"),
+)
+
+
+def shard_state(state: TrainState, mesh, axis: str) -> TrainState:
+    """``state`` on ``mesh``: every hash table and its row optimizer state split row-wise over
+    ``axis`` (:func:`phoenix_lib.sharding.shard_rows`), the model, its optimizer state and
+    the step replicated. A table's rows must be a multiple of the axis size."""
+    params, opt = state.params, state.opt_state
+    if not isinstance(opt, TableSparseState):
+        raise TypeError("shard_state takes the state of a TableSparse optimizer (row-sparse)")
+    tables = HashTables(*(sharding.shard_rows(t, mesh, axis) for t in params["tables"]))
+    table_opt = jax.tree.map(lambda leaf: sharding.shard_rows(leaf, mesh, axis), opt.tables)
+    model, dense, step = sharding.replicate((params["model"], opt.dense, state.step), mesh)
+    return TrainState({"model": model, "tables": tables}, TableSparseState(dense, table_opt), step)
+
+
+def make_sharded_step(loss: Callable, optimizer: TableSparse, mesh, axis: str,
+                      *, capacity: int | None = None) -> Callable:  # fmt: skip
+    """:func:`make_step` with row-sharded tables: ``step(state, batch, *rest) -> (state, loss)``.
+
+    ``state`` from :func:`shard_state`; the batch and ``rest`` (labels, mask, ...) are split
+    over ``axis`` along their first (batch) axis. Each device routes its batch's bucket
+    indices to the devices that own those rows (:func:`phoenix_lib.sharding.request_rows`),
+    which serve them; the rows come back by a second all-to-all; the model and ``loss``
+    run on the whole batch under GSPMD, which splits them by batch and sums the model's
+    gradients over the devices (data parallel, weights replicated). The gradients of the
+    rows travel back the way the rows came (the transpose of an all-to-all), and each
+    owner applies the row-sparse optimizer to its own rows. Equal to :func:`make_step`'s
+    row-sparse step on one device up to float rounding of the sums.
+
+    ``capacity``: distinct rows of one table a device may ask of another per step;
+    default each table's per-device number of bucket indices, which never overflows.
+    A step that would overflow raises (the state passed in is unchanged) with the
+    capacity that would do.
+    """
+    if not isinstance(optimizer, TableSparse):
+        raise TypeError("make_sharded_step takes a TableSparse optimizer (row-sparse tables)")
+    n = sharding.axis_size(mesh, axis)
+    rows, whole = P(axis), P()
+
+    @functools.partial(jax.jit, static_argnames=("capacity",))
+    def jitted(state: TrainState, batch: RecsysBatch, *rest, capacity):
+        tables, opt = state.params["tables"], state.opt_state
+        hashes = HashTables(*(tuple(getattr(batch, f) for f in fs) for fs in _TABLE_FIELDS))
+
+        def ask(tables, hashes):  # per device: route every table's requests, serve them
+            served = []
+            for table, fields, cap in zip(tables, hashes, capacity, strict=True):
+                flat = jnp.concatenate([h.reshape(-1) for h in fields])
+                requests = sharding.request_rows(flat, table.shape[0], axis, cap)
+                served.append((requests, sharding.serve(table, requests)))
+            return HashTables(*served)
+
+        served = jax.shard_map(ask, mesh=mesh, in_specs=rows, out_specs=rows)(tables, hashes)
+
+        def embeddings_of(got):  # per device: the served rows delivered to the fields
+            def deliver(got, served, fields):
+                flat = sharding.deliver(got, served[0], axis)
+                sizes = np.cumsum([h.size for h in fields])[:-1]
+                parts = jnp.split(flat, sizes)
+                return tuple(p.reshape(*h.shape, -1) for p, h in zip(parts, fields, strict=True))
+
+            out = jax.shard_map(
+                lambda got, served, hashes: HashTables(*map(deliver, got, served, hashes)),
+                mesh=mesh, in_specs=rows, out_specs=rows,
+            )(got, served, hashes)  # fmt: skip
+            return RecsysEmbeddings(out.user[0], out.post[0], out.post[1], out.author[0],
+                                    out.author[1])  # fmt: skip
+
+        def total(model, got):
+            return loss({"model": model, "tables": embeddings_of(got)}, batch, *rest)
+
+        got = HashTables(*(g for _, g in served))
+        value, (g_model, g_got) = jax.value_and_grad(total, argnums=(0, 1))(
+            state.params["model"], got
+        )
+        updates, dense_state = optimizer.dense.update(g_model, opt.dense, state.params["model"])
+
+        def update(tables, table_opt, served, grads, step):  # per device: owners update rows
+            out = []
+            for table, table_state, (requests, _), g in zip(
+                tables, table_opt, served, grads, strict=True
+            ):
+                routed = requests.routed
+                owned = jnp.where(routed.valid, routed.received, table.shape[0]).reshape(-1)
+                distinct, inverse = jnp.unique(
+                    owned, size=owned.shape[0], fill_value=table.shape[0], return_inverse=True
+                )
+                summed = (
+                    jnp.zeros_like(g.reshape(-1, g.shape[-1]))
+                    .at[inverse.reshape(-1)]
+                    .add(g.reshape(-1, g.shape[-1]))
+                )
+                out.append(optimizer.tables.update(table, table_state, distinct, summed, step))
+            return HashTables(*(t for t, _ in out)), HashTables(*(s for _, s in out))
+
+        new_tables, new_table_opt = jax.shard_map(
+            update, mesh=mesh, in_specs=(rows, rows, rows, rows, whole), out_specs=rows
+        )(tables, opt.tables, served, g_got, state.step)
+        params = {"model": optax.apply_updates(state.params["model"], updates),
+                  "tables": new_tables}  # fmt: skip
+        opt_state = TableSparseState(dense_state, new_table_opt)
+        needed = HashTables(*(r.routed.needed for r, _ in served))
+        return (TrainState(params, opt_state, state.step + 1), value), needed
+
+    check = getattr(loss, "check_inputs", None)
+
+    def step(state: TrainState, batch: RecsysBatch, *rest):
+        b = batch.candidate_post_hashes.shape[0]
+        sharding.check_divides("the batch size", b, mesh, axis)
+        if check is not None:
+            check(state.params, batch, *rest)
+        batch, rest = jax.device_put((batch, rest), NamedSharding(mesh, rows))
+        caps = HashTables(
+            *(sum(int(np.prod(getattr(batch, f).shape)) for f in fs) // n for fs in _TABLE_FIELDS)
+        )
+        caps = caps if capacity is None else HashTables(capacity, capacity, capacity)
+        out, needed = jitted(state, batch, *rest, capacity=caps)
+        for name, cap, need in zip(HashTables._fields, caps, needed, strict=True):
+            try:
+                sharding.check_capacity(need, cap)
+            except ValueError as error:
+                raise ValueError(f"table {name!r}: {error}") from None
+        return out
 
     return step
 
