@@ -788,12 +788,12 @@ def shard(state: MpzchState, mesh: Mesh, axis: str) -> MpzchState:
     rows, whole = NamedSharding(mesh, P(axis)), NamedSharding(mesh, P())
     return dataclasses.replace(
         state,
-        identity_hi=jax.device_put(state.identity_hi, rows),
-        identity_lo=jax.device_put(state.identity_lo, rows),
-        metadata=jax.device_put(state.metadata, rows),
-        clock=jax.device_put(state.clock, whole),
-        counters_hi=jax.device_put(state.counters_hi, whole),
-        counters_lo=jax.device_put(state.counters_lo, whole),
+        identity_hi=sharding.put(state.identity_hi, rows),
+        identity_lo=sharding.put(state.identity_lo, rows),
+        metadata=sharding.put(state.metadata, rows),
+        clock=sharding.put(state.clock, whole),
+        counters_hi=sharding.put(state.counters_hi, whole),
+        counters_lo=sharding.put(state.counters_lo, whole),
     )
 
 
@@ -820,9 +820,11 @@ def _sharded(kernel, state, x, valid, placed, capacity, *args):
     n = mesh.shape[axis]
     size = -(-x.lo.shape[0] // n) * n
     pad = size - x.lo.shape[0]
-    x = U64(jnp.pad(x.hi, (0, pad)), jnp.pad(x.lo, (0, pad)))
-    valid = jnp.pad(valid, (0, pad))
-    args = tuple(jnp.pad(a, (0, pad)) if a.ndim else a for a in args)
+    split, whole = NamedSharding(mesh, P(axis)), NamedSharding(mesh, P())
+    x = U64(*(sharding.put(np.pad(w, (0, pad)), split) for w in x))
+    valid = sharding.put(np.pad(valid, (0, pad)), split)
+    args = tuple(sharding.put(np.pad(a, (0, pad)) if a.ndim else a, split if a.ndim else whole)
+                 for a in args)  # fmt: skip
     capacity = size // n if capacity is None else capacity
     out, needed = _on_mesh(kernel, state, x, valid, *args, mesh=mesh, axis=axis, capacity=capacity)
     sharding.check_capacity(needed, capacity)
@@ -953,6 +955,13 @@ def reset_rows(
       ValueError: a row past the table (checked when ``rows`` holds values): a table in
         front of which sits an MPZCH table with ``padding_row`` needs ``num_slots + 1`` rows.
     """
+    placed = sharding.placement(table)
+    for leaf in jax.tree.leaves(opt_state):
+        if getattr(leaf, "shape", ())[:1] == table.shape[:1] and sharding.placement(leaf) != placed:
+            raise ValueError(
+                "opt_state's per-row state is not on the table's mesh and axis: place both "
+                "with phoenix_lib.sharding.shard_rows on the same mesh"
+            )
     rows = jnp.asarray(rows)
     if not isinstance(rows, jax.core.Tracer) and rows.size and int(rows.max()) >= table.shape[0]:
         raise ValueError(
@@ -997,7 +1006,8 @@ def zero_row_state(opt_state, rows: jax.Array, num_rows: int):
 
 def identities(state: MpzchState) -> np.ndarray:
     """The identity tensor as NumPy int64 ``[num_slots]`` (``-1`` = empty), TorchRec's layout."""
-    return u64.to_numpy(U64(state.identity_hi, state.identity_lo)).view(np.int64)
+    words = U64(sharding.to_host(state.identity_hi), sharding.to_host(state.identity_lo))
+    return u64.to_numpy(words).view(np.int64)
 
 
 def from_identities(identity, *, metadata=None, clock: int = 0, **settings) -> MpzchState:

@@ -65,16 +65,26 @@ def check_divides(what: str, size: int, mesh_: Mesh, axis: str) -> int:
     return n
 
 
-def shard_rows(array, mesh_: Mesh, axis: str):
+def put(value, sharding: NamedSharding) -> jax.Array:
+    """``value`` placed as ``sharding`` says, also when the mesh spans several processes
+    (each process then places its own devices' parts of the value it holds: every process
+    must pass the same value). A global array already on a mesh is moved (resharded)."""
+    if isinstance(value, jax.Array) and not value.is_fully_addressable:
+        return jax.device_put(value, sharding)
+    host = np.asarray(value)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+
+def shard_rows(array, mesh_: Mesh, axis: str) -> jax.Array:
     """``array`` ``[N, ...]`` placed row-wise over ``axis`` (device ``k`` holds the ``k``-th
     of ``n`` equal blocks of rows)."""
     check_divides("the number of rows", np.shape(array)[0], mesh_, axis)
-    return jax.device_put(array, NamedSharding(mesh_, P(axis)))
+    return put(array, NamedSharding(mesh_, P(axis)))
 
 
 def replicate(tree, mesh_: Mesh):
     """Every leaf of ``tree`` copied whole to every device of the mesh."""
-    return jax.device_put(tree, NamedSharding(mesh_, P()))
+    return jax.tree.map(lambda leaf: put(leaf, NamedSharding(mesh_, P())), tree)
 
 
 def placement(array) -> tuple[Mesh, str] | None:
@@ -227,10 +237,9 @@ def lookup(table: jax.Array, rows, *, capacity: int | None = None) -> jax.Array:
     if where is None:
         raise ValueError("table is not split row-wise over a mesh axis: place it with shard_rows")
     mesh_, axis = where
-    rows = np.asarray(rows) if not isinstance(rows, jax.Array) else rows
-    n = check_divides("the batch size (rows.shape[0])", rows.shape[0], mesh_, axis)
-    capacity = rows.size // n if capacity is None else capacity
-    rows = jax.device_put(rows, NamedSharding(mesh_, P(axis)))
+    n = check_divides("the batch size (rows.shape[0])", np.shape(rows)[0], mesh_, axis)
+    capacity = np.size(rows) // n if capacity is None else capacity
+    rows = put(rows, NamedSharding(mesh_, P(axis)))
     out, needed = _lookup(table, rows, mesh_=mesh_, axis=axis, capacity=capacity)
     check_capacity(needed, capacity)
     return out
@@ -238,8 +247,8 @@ def lookup(table: jax.Array, rows, *, capacity: int | None = None) -> jax.Array:
 
 def to_host(array) -> np.ndarray:
     """A global array as NumPy on every process (gathered from all processes when the
-    array spans several)."""
-    if getattr(array, "is_fully_addressable", True):
+    array is split over several)."""
+    if getattr(array, "is_fully_addressable", True) or array.is_fully_replicated:
         return np.asarray(array)
     from jax.experimental import multihost_utils
 

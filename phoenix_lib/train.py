@@ -512,7 +512,9 @@ def make_sharded_step(loss: Callable, optimizer: TableSparse, mesh, axis: str,
         sharding.check_divides("the batch size", b, mesh, axis)
         if check is not None:
             check(state.params, batch, *rest)
-        batch, rest = jax.device_put((batch, rest), NamedSharding(mesh, rows))
+        batch, rest = jax.tree.map(
+            lambda a: sharding.put(a, NamedSharding(mesh, rows)), (batch, rest)
+        )
         caps = HashTables(
             *(sum(int(np.prod(getattr(batch, f).shape)) for f in fs) // n for fs in _TABLE_FIELDS)
         )

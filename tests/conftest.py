@@ -14,6 +14,7 @@ settings.load_profile("book")
 # any file not listed follows them in its usual order.
 SLOWEST_FIRST = [
     "tests/test_mpzch.py",
+    "tests/test_sharding.py",
     "chapters/05_retrieval.md",
     "chapters/04_multi_action_ranking.md",
     "tests/test_benchmarks.py",
