@@ -38,6 +38,15 @@ MEANINGS = {
     "07.ne_gap_closed.mpzch": "Ch. 7: the same, MPZCH",
     "07.ne_gap_closed.mpzch_reset": "Ch. 7: the same, MPZCH with reset",
     "07.fresh_gain_ci_low": "Ch. 7: fresh NE gain, MPZCH + reset over hashing, 95% low end",
+    "09.bytes_over_minimum.explicit_tight": (
+        "Ch. 9: bytes a device sends per post lookup batch, routed at the tightest capacity, "
+        "over the minimum (8 devices)"
+    ),
+    "09.bytes_over_minimum.explicit": "Ch. 9: the same, capacity = per-device batch",
+    "09.bytes_over_minimum.gspmd": "Ch. 9: the same, GSPMD's own partitioning",
+    "09.sharded_step_relative_error": (
+        "Ch. 9: sharded ranker step vs one device, largest relative error of a parameter array"
+    ),
     "10.hr_at_10.popularity": "Ch. 10: MovieLens test HR@10, popularity",
     "10.ndcg_at_10.popularity": "Ch. 10: MovieLens test NDCG@10, popularity",
     "10.hr_at_10.mf": "Ch. 10: HR@10, matrix factorisation",

@@ -433,7 +433,7 @@ def make_sharded_step(loss: Callable, optimizer: TableSparse, mesh, axis: str,
     ``capacity``: distinct rows of one table a device may ask of another per step;
     default each table's per-device number of bucket indices, which never overflows.
     A step that would overflow raises (the state passed in is unchanged) with the
-    capacity that would do.
+    capacity that would do. ``step.lower(state, batch, *rest)`` gives the lowered program.
     """
     if not isinstance(optimizer, TableSparse):
         raise TypeError("make_sharded_step takes a TableSparse optimizer (row-sparse tables)")
@@ -507,18 +507,21 @@ def make_sharded_step(loss: Callable, optimizer: TableSparse, mesh, axis: str,
 
     check = getattr(loss, "check_inputs", None)
 
-    def step(state: TrainState, batch: RecsysBatch, *rest):
-        b = batch.candidate_post_hashes.shape[0]
-        sharding.check_divides("the batch size", b, mesh, axis)
+    def prepare(state: TrainState, batch: RecsysBatch, rest):
+        """The inputs checked and placed on the mesh, and each table's capacity."""
+        sharding.check_divides("the batch size", batch.candidate_post_hashes.shape[0], mesh, axis)
         if check is not None:
             check(state.params, batch, *rest)
         batch, rest = jax.tree.map(
             lambda a: sharding.put(a, NamedSharding(mesh, rows)), (batch, rest)
         )
-        caps = HashTables(
-            *(sum(int(np.prod(getattr(batch, f).shape)) for f in fs) // n for fs in _TABLE_FIELDS)
-        )
-        caps = caps if capacity is None else HashTables(capacity, capacity, capacity)
+        if capacity is not None:
+            return batch, rest, HashTables(capacity, capacity, capacity)
+        sizes = (sum(int(np.prod(getattr(batch, f).shape)) for f in fs) for fs in _TABLE_FIELDS)
+        return batch, rest, HashTables(*(size // n for size in sizes))
+
+    def step(state: TrainState, batch: RecsysBatch, *rest):
+        batch, rest, caps = prepare(state, batch, rest)
         out, needed = jitted(state, batch, *rest, capacity=caps)
         for name, cap, need in zip(HashTables._fields, caps, needed, strict=True):
             try:
@@ -527,6 +530,12 @@ def make_sharded_step(loss: Callable, optimizer: TableSparse, mesh, axis: str,
                 raise ValueError(f"table {name!r}: {error}") from None
         return out
 
+    def lower(state: TrainState, batch: RecsysBatch, *rest):
+        """The step's program for these inputs, lowered (``.compile().as_text()`` is its HLO)."""
+        batch, rest, caps = prepare(state, batch, rest)
+        return jitted.lower(state, batch, *rest, capacity=caps)
+
+    step.lower = lower
     return step
 
 
