@@ -38,12 +38,12 @@ MEANINGS = {
     "07.ne_gap_closed.mpzch": "Ch. 7: the same, MPZCH",
     "07.ne_gap_closed.mpzch_reset": "Ch. 7: the same, MPZCH with reset",
     "07.fresh_gain_ci_low": "Ch. 7: fresh NE gain, MPZCH + reset over hashing, 95% low end",
-    "09.bytes_over_minimum.explicit_tight": (
-        "Ch. 9: bytes a device sends per post lookup batch, routed at the tightest capacity, "
-        "over the minimum (8 devices)"
+    "09.bytes_over_minimum.explicit": (
+        "Ch. 9: bytes a device sends per batch of post lookups over the minimum (8 devices), "
+        "routed with capacity = per-device batch"
     ),
-    "09.bytes_over_minimum.explicit": "Ch. 9: the same, capacity = per-device batch",
-    "09.bytes_over_minimum.gspmd": "Ch. 9: the same, GSPMD's own partitioning",
+    "09.bytes_over_minimum.explicit_tight": "Ch. 9: the same ratio, at the tightest capacity",
+    "09.bytes_over_minimum.gspmd": "Ch. 9: the same ratio, GSPMD's own partitioning",
     "09.sharded_step_relative_error": (
         "Ch. 9: sharded ranker step vs one device, largest relative error of a parameter array"
     ),
@@ -142,6 +142,23 @@ def mpzch(metrics: dict, runs: dict) -> str | None:
             ])  # fmt: skip
     header = ["device", "operation", "implementation", "M IDs / s", "ms / batch", "note"]
     return markdown(header, rows, "lllrrl") if rows else None
+
+
+def sharding(metrics: dict, runs: dict) -> str | None:
+    rows = []
+    for backend in ("cpu", "gpu"):
+        run = runs.get(f"sharding-{backend}")
+        for r in run["rows"] if run else []:
+            speed = (f"{r['lookups_per_s'] / 1e6:,.1f} ({r['lookups_per_s_one_device'] / 1e6:,.1f})"
+                     if "lookups_per_s" in r else "-")  # fmt: skip
+            rows.append([
+                backend.upper(), r["devices"], r["tight_capacity"], f"{r['kb_minimum']:,.0f}",
+                f"{r['kb_explicit_tight']:,.0f}", f"{r['kb_explicit']:,.0f}",
+                f"{r['kb_gspmd']:,.0f}", speed,
+            ])  # fmt: skip
+    header = ["device", "devices", "tight capacity", "minimum KB", "routed, tight KB",
+              "routed, default KB", "GSPMD KB", "M lookups / s (one device)"]  # fmt: skip
+    return markdown(header, rows, "lrrrrrrr") if rows else None
 
 
 def training(metrics: dict, runs: dict) -> str | None:
@@ -390,6 +407,7 @@ BLOCKS = {
     "headlines": headlines,
     "serving": serving,
     "mpzch": mpzch,
+    "sharding": sharding,
     "training": training,
     "ablations": ablations,
     "pipeline": pipeline,

@@ -300,3 +300,40 @@ def collectives(hlo_text: str, num_devices: int) -> list[dict]:
         found.append({"kind": kind, "shape": shape, "result_bytes": size,
                       "sent_bytes": size * factor})  # fmt: skip
     return found
+
+
+def lookup_traffic(table, rows, mesh_: Mesh, axis: str) -> dict:
+    """What one device sends to look up ``rows`` ``[B, ...]`` in ``table`` ``[N, D]`` split
+    row-wise over ``axis`` (the batch split over it too), read from the compiled programs.
+
+    Returns a dict: ``minimum`` (bytes: each device receives every distinct row it needs
+    from another device once, the mean over devices), ``explicit`` (routing at the
+    default capacity, the per-device batch), ``explicit_tight`` (routing at
+    ``tight_capacity``, the smallest capacity this batch fits), ``gspmd`` (XLA's own
+    partitioning of :func:`phoenix_lib.tables.gather`), and ``collectives``: each
+    program's list from :func:`collectives`.
+    """
+    from phoenix_lib.tables import gather
+
+    n = check_divides("the batch size (rows.shape[0])", np.shape(rows)[0], mesh_, axis)
+    rows = np.asarray(rows)
+    placed = shard_rows(table, mesh_, axis)
+    spread = put(rows, NamedSharding(mesh_, P(axis)))
+    size, itemsize = np.shape(table)[0] // n, np.dtype(placed.dtype).itemsize
+    per_device = np.split(rows.reshape(n, -1), n)
+    distinct = [np.unique(r[(r > 0) & (r < size * n)]) for r in per_device]
+    tight = max(int(np.bincount(d // size, minlength=n).max()) for d in distinct)
+    remote = np.mean([np.sum(d // size != k) for k, d in enumerate(distinct)])
+    out = {"minimum": float(remote * np.shape(table)[1] * itemsize), "tight_capacity": tight,
+           "collectives": {}}  # fmt: skip
+    programs = {
+        "explicit": functools.partial(_lookup, mesh_=mesh_, axis=axis, capacity=rows.size // n),
+        "explicit_tight": functools.partial(_lookup, mesh_=mesh_, axis=axis, capacity=tight),
+        "gspmd": gather,
+    }
+    for name, fn in programs.items():
+        program = jax.jit(fn).lower(placed, spread).compile().as_text()
+        found = collectives(program, n)
+        out["collectives"][name] = found
+        out[name] = float(sum(c["sent_bytes"] for c in found))
+    return out

@@ -6,6 +6,9 @@ FBGEMM is installed, and it exits with an error otherwise.
 """
 
 import json
+import os
+import subprocess
+import sys
 
 import jax
 import pytest
@@ -38,3 +41,17 @@ def test_bad_arguments_stop_before_any_work(tmp_path):
     ]:
         with pytest.raises(SystemExit):
             module.main([*argv, "--out", str(tmp_path)])
+
+
+def test_sharding_benchmark_runs_on_simulated_devices(tmp_path):
+    """The sharded benchmark needs several devices, so it runs in a fresh process."""
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.sharding", "--quick", "--devices", "4",
+         "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads((tmp_path / "sharding-cpu.json").read_text())
+    assert [r["devices"] for r in record["rows"]] == [2, 4]
+    for r in record["rows"]:
+        assert r["kb_minimum"] < r["kb_explicit_tight"] <= r["kb_explicit"] < r["kb_gspmd"]
