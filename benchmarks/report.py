@@ -42,7 +42,7 @@ MEANINGS = {
         "Ch. 9: bytes a device sends per batch of post lookups over the minimum (8 devices), "
         "routed with capacity = per-device batch"
     ),
-    "09.bytes_over_minimum.explicit_tight": "Ch. 9: the same ratio, at the tightest capacity",
+    "09.bytes_over_minimum.explicit_factor_1_25": "Ch. 9: the same ratio, capacity factor 1.25",
     "09.bytes_over_minimum.gspmd": "Ch. 9: the same ratio, GSPMD's own partitioning",
     "09.sharded_step_relative_error": (
         "Ch. 9: sharded ranker step vs one device, largest relative error of a parameter array"

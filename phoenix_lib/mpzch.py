@@ -769,7 +769,8 @@ def shard(state: MpzchState, mesh: Mesh, axis: str) -> MpzchState:
     ``k S/n .. (k+1) S/n - 1``; the clock and counters are replicated. Put the embedding
     table behind it (``[num_slots, D]``) on the same mesh with
     :func:`phoenix_lib.sharding.shard_rows`: slot ``s`` and row ``s`` then live on the same
-    device. :func:`write` and :func:`lookup` route each ID to its bucket's device and give
+    device, and ``sharding.lookup(table, slots, padding_row=False)`` reads them there.
+    :func:`write` and :func:`lookup` route each ID to its bucket's device and give
     the same slots, evictions, table and counters as on one device; a sharded table moves
     to another mesh (resharding; a one-device mesh gathers it) by calling :func:`shard`
     again, slots unchanged. :func:`save` takes it as it is.
@@ -839,7 +840,9 @@ def _on_mesh(kernel, state, x, valid, *args, mesh, axis, capacity):
     Each device receives its IDs ordered by source device, and within a source in batch
     order: the batch order per bucket is kept, and the write rule only compares IDs of one
     bucket, so the result equals the unsharded one. Counter increments (int32 sums, which
-    wrap as the unsharded sums do) are added up over the devices.
+    wrap as the unsharded sums do) are added up over the devices. Each device runs the
+    kernel on its whole receive buffer (``n * capacity`` entries, most of them empty at the
+    default capacity): exact, but ``n`` times the work of one device's share.
     """
     n = mesh.shape[axis]
     local_slots = state.num_slots // n

@@ -170,23 +170,27 @@ class Requests(NamedTuple):
     kind: jax.Array
 
 
-def request_rows(rows: jax.Array, shard_rows_: int, axis: str, capacity: int) -> Requests:
+def request_rows(
+    rows: jax.Array, shard_rows_: int, axis: str, capacity: int, *, padding_row: bool = True
+) -> Requests:
     """Route the global rows ``rows`` [N] of a table split ``shard_rows_`` rows per device.
 
-    Per device, inside :func:`jax.shard_map`. Row 0 (the padding row of the book's tables)
-    and rows outside the table are not sent: :func:`deliver` gives them zeros and NaNs, as
-    :func:`phoenix_lib.tables.gather` does. Each distinct row is sent once per device.
+    Per device, inside :func:`jax.shard_map`. Rows outside the table are not sent, and
+    neither is row 0 when it is the ``padding_row`` of the book's hash tables: :func:`deliver`
+    gives them NaNs and zeros, as :func:`phoenix_lib.tables.gather` does. With
+    ``padding_row=False`` row 0 is a row like the others (an MPZCH table's slot 0). Each
+    distinct row is sent once per device.
     """
     n = jax.lax.psum(1, axis)
     num_rows = n * shard_rows_
-    wanted = (rows > 0) & (rows < num_rows)
+    wanted = (rows >= int(padding_row)) & (rows < num_rows)
     key = jnp.where(wanted, rows, num_rows)
     distinct, inverse = jnp.unique(
         key, size=rows.shape[0], fill_value=num_rows, return_inverse=True
     )
     dest = jnp.where(distinct < num_rows, distinct // shard_rows_, -1)
     routed = route(distinct % shard_rows_, dest, capacity, axis)
-    kind = jnp.where(rows == 0, 0, jnp.where(wanted, 1, 2)).astype(jnp.int32)
+    kind = jnp.where(wanted, 1, jnp.where(rows == 0, 0, 2)).astype(jnp.int32)
     return Requests(routed, inverse.reshape(-1), kind)
 
 
@@ -204,12 +208,13 @@ def deliver(got: jax.Array, requests: Requests, axis: str) -> jax.Array:
     return jnp.where((requests.kind == 0)[:, None], jnp.zeros((), got.dtype), rows)
 
 
-@functools.partial(jax.jit, static_argnames=("mesh_", "axis", "capacity"))
-def _lookup(table, rows, *, mesh_: Mesh, axis: str, capacity: int):
+@functools.partial(jax.jit, static_argnames=("mesh_", "axis", "capacity", "padding_row"))
+def _lookup(table, rows, *, mesh_: Mesh, axis: str, capacity: int, padding_row: bool = True):
     shard_size = table.shape[0] // mesh_.shape[axis]
 
     def per_device(shard, rows):
-        requests = request_rows(rows.reshape(-1), shard_size, axis, capacity)
+        requests = request_rows(rows.reshape(-1), shard_size, axis, capacity,
+                                padding_row=padding_row)  # fmt: skip
         out = deliver(serve(shard, requests), requests, axis)
         return out.reshape(*rows.shape, shard.shape[1]), requests.routed.needed
 
@@ -218,7 +223,9 @@ def _lookup(table, rows, *, mesh_: Mesh, axis: str, capacity: int):
     )(table, rows)
 
 
-def lookup(table: jax.Array, rows, *, capacity: int | None = None) -> jax.Array:
+def lookup(
+    table: jax.Array, rows, *, capacity: int | None = None, padding_row: bool = True
+) -> jax.Array:
     """Rows of a row-sharded ``table`` for bucket indices ``rows`` ``[B, ...]`` -> ``[B, ..., D]``,
     equal to :func:`phoenix_lib.tables.gather` (row 0 zeros, an index outside the table NaNs),
     by explicit routing (module docstring). The batch is split over the table's mesh axis.
@@ -228,6 +235,8 @@ def lookup(table: jax.Array, rows, *, capacity: int | None = None) -> jax.Array:
       rows: int ``[B, ...]``; ``B`` a multiple of the axis size.
       capacity: distinct rows one device may ask of another per call; default the
         per-device batch (``rows.size / n``), which can never overflow.
+      padding_row: row 0 reads as zeros (the book's hash tables); ``False`` for a table
+        whose row 0 is a real row, such as the rows behind a co-sharded MPZCH table.
 
     Raises:
       ValueError: a table that is not sharded, a batch the axis does not divide, or a
@@ -240,7 +249,9 @@ def lookup(table: jax.Array, rows, *, capacity: int | None = None) -> jax.Array:
     n = check_divides("the batch size (rows.shape[0])", np.shape(rows)[0], mesh_, axis)
     capacity = np.size(rows) // n if capacity is None else capacity
     rows = put(rows, NamedSharding(mesh_, P(axis)))
-    out, needed = _lookup(table, rows, mesh_=mesh_, axis=axis, capacity=capacity)
+    out, needed = _lookup(
+        table, rows, mesh_=mesh_, axis=axis, capacity=capacity, padding_row=padding_row
+    )
     check_capacity(needed, capacity)
     return out
 

@@ -433,7 +433,10 @@ def make_sharded_step(loss: Callable, optimizer: TableSparse, mesh, axis: str,
     ``capacity``: distinct rows of one table a device may ask of another per step;
     default each table's per-device number of bucket indices, which never overflows.
     A step that would overflow raises (the state passed in is unchanged) with the
-    capacity that would do. ``step.lower(state, batch, *rest)`` gives the lowered program.
+    capacity that would do; the check reads each table's need on the host, one wait for
+    the device per step. Row 0 of every table is the padding row, as in
+    :func:`phoenix_lib.tables.gather`. ``step.lower(state, batch, *rest)`` gives the
+    lowered program.
     """
     if not isinstance(optimizer, TableSparse):
         raise TypeError("make_sharded_step takes a TableSparse optimizer (row-sparse tables)")
