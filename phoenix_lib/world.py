@@ -228,6 +228,26 @@ class World:
         self._slope = np.array([SLOPES[a] for a in ACTIONS])
         self._surface_bias = rng.normal(0.0, 0.2, (c.num_surfaces, len(ACTIONS)))
 
+    def post_content(self, dim: int = 32, *, author_weight: float = 0.5, noise: float = 0.5,
+                     seed: int = 0) -> np.ndarray:  # fmt: skip
+        """A content vector per post, ``[P, dim]``, as a multimodal encoder might give one.
+
+        The post's topic mixture and its author, each through a fixed random projection
+        to ``dim`` (a topic direction of unit norm, an author direction of norm
+        ``author_weight``), plus Gaussian noise of norm about ``noise``. Posts on the same
+        topics by the same author therefore lie close; the noise stands for everything
+        an encoder sees that the world's truth does not use. Seeded by ``seed`` alone.
+        """
+        if dim < 1 or author_weight < 0 or noise < 0:
+            raise ValueError("dim must be positive, author_weight and noise non-negative")
+        rng = np.random.default_rng(seed)
+        topic = self.post_topics @ rng.normal(size=(self.config.num_topics, dim))
+        topic /= np.linalg.norm(topic, axis=1, keepdims=True)
+        author = rng.normal(size=(self.config.num_authors, dim))
+        author *= author_weight / np.linalg.norm(author, axis=1, keepdims=True)
+        jitter = rng.normal(size=(self.config.num_posts, dim)) * noise / np.sqrt(dim)
+        return (topic + author[self.post_author] + jitter).astype(np.float32)
+
     # ------------------------------------------------------------------ truth
 
     def affinity(

@@ -1,0 +1,414 @@
+"""Compact embeddings: ways to give many IDs a ``D``-wide embedding in bounded memory.
+
+A full table spends one row per ID. Each technique here maps raw 64-bit IDs to ``[..., D]``
+with fewer parameters, and says what it stores:
+
+* :func:`multi_hash`: ``k`` hash functions into one shared table, the ``k`` rows summed or
+  concatenated and projected (Phoenix: ``k = 2``, concatenated by its reduce blocks);
+* :func:`double_hashing`: two hash functions into two tables, summed;
+* :func:`quotient_remainder`: an ID's index ``i`` in a vocabulary reads row ``i // m`` of
+  one table and row ``i % m`` of another, combined by product or sum: every ID gets its
+  own pair of rows;
+* :func:`mixed_dimension`: the most frequent IDs get full rows, the rest narrow rows
+  projected to ``D``;
+* :func:`tensor_train`: the full table as a tensor-train of three small cores (TT-Rec);
+* :func:`semantic_ids`: ``L`` codes per ID from residual k-means (:func:`rq_kmeans`) over
+  content vectors, one small table per level, summed; optionally a hashed level that
+  separates IDs with equal codes;
+* :func:`row_table`: a plain table read at rows the caller provides: the full table (rows
+  from a vocabulary) or MPZCH (rows from :func:`phoenix_lib.mpzch.write`).
+
+A :class:`Technique` is a set of pure functions: ``features(ids, mask)`` on the host turns
+IDs into int32 features ``[..., F]`` (hash rows, a quotient and a remainder, codes);
+``init(key)`` makes the parameters; ``embed(params, features)`` (jittable) gives
+``[..., D]``, zeros where masked. :func:`memory_bytes` counts the parameters and what else
+the technique must store per ID (a vocabulary dictionary, MPZCH's identity tensor).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from phoenix_lib import hashing
+from phoenix_lib.hashing import ids_and_mask
+
+# A vocabulary (ID -> index) stores each key and its index: 8 + 4 bytes per ID, the least a
+# hash map can hold (real ones hold more). MPZCH stores per slot two uint32 identity words
+# and one int32 expiry.
+DICTIONARY_BYTES_PER_ID = 12
+MPZCH_BYTES_PER_SLOT = 12
+
+
+class Technique(NamedTuple):
+    """A compact embedding. ``features(ids, mask=None) -> int32 [..., F]`` (host; masked
+    positions hold -1); ``init(key) -> {name: array}``; ``embed(params, features) -> [..., D]``
+    (jittable; zeros where masked); ``extra_bytes``: storage beyond the parameters."""
+
+    name: str
+    dim: int
+    features: Callable
+    init: Callable
+    embed: Callable
+    extra_bytes: int = 0
+
+
+def num_params(technique: Technique) -> int:
+    """Floats in the technique's parameters (counted from their shapes, nothing computed)."""
+    shapes = jax.eval_shape(technique.init, jax.random.key(0))
+    return int(sum(np.prod(s.shape) for s in jax.tree.leaves(shapes)))
+
+
+def memory_bytes(technique: Technique) -> int:
+    """float32 parameters plus the technique's other storage."""
+    return 4 * num_params(technique) + technique.extra_bytes
+
+
+def _normal(key, shape, scale):
+    return jax.random.normal(key, shape, jnp.float32) * scale
+
+
+def _masked(features, out):
+    """``out`` [..., D] with zeros where ``features[..., 0] < 0`` (masked positions)."""
+    return jnp.where((features[..., :1] >= 0), out, 0.0)
+
+
+def _rows(table, index):
+    return jnp.take(table, jnp.maximum(index, 0), axis=0)
+
+
+def _check_positive(name: str, value: int) -> None:
+    if not isinstance(value, int | np.integer) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+# ------------------------------------------------------------------ hashing
+
+
+def multi_hash(rows: int, dim: int, num_hashes: int, *, combine: str = "concat") -> Technique:
+    """``num_hashes`` MurmurHash3 functions (:func:`phoenix_lib.hashing.multi_hash`) into one
+    table ``[rows, dim]``; the rows are summed (``combine="sum"``) or concatenated and
+    projected by a ``[num_hashes * dim, dim]`` matrix (``"concat"``, as Phoenix's reduce
+    blocks do)."""
+    _check_positive("num_hashes", num_hashes)
+    if combine not in ("concat", "sum"):
+        raise ValueError(f"combine must be 'concat' or 'sum', got {combine!r}")
+    if rows < 2:
+        raise ValueError(f"rows must be at least 2, got {rows}")
+
+    def features(ids, mask=None):
+        h = np.asarray(hashing.multi_hash(ids, num_buckets=rows, num_hashes=num_hashes, mask=mask))
+        return np.where(h == 0, -1, h).astype(np.int32)  # 0 only where masked
+
+    def init(key):
+        k1, k2 = jax.random.split(key)
+        params = {"table": _normal(k1, (rows, dim), dim**-0.5)}
+        if combine == "concat":
+            scale = (num_hashes * dim) ** -0.5
+            params["projection"] = _normal(k2, (num_hashes * dim, dim), scale)
+        return params
+
+    def embed(params, f):
+        got = _rows(params["table"], f)  # [..., k, D]
+        if combine == "sum":
+            out = got.sum(-2)
+        else:
+            out = got.reshape(*got.shape[:-2], -1) @ params["projection"]
+        return _masked(f, out)
+
+    return Technique(f"multi_hash_{num_hashes}_{combine}", dim, features, init, embed)
+
+
+def double_hashing(rows: int, dim: int) -> Technique:
+    """Two hash functions into two tables of ``rows // 2`` rows each, summed (the hashing
+    baseline of the MPZCH paper: an ID collides fully only if both of its rows collide)."""
+    half = rows // 2
+    if half < 2:
+        raise ValueError(f"rows must be at least 4, got {rows}")
+
+    def features(ids, mask=None):
+        h = np.asarray(hashing.multi_hash(ids, num_buckets=half, num_hashes=2, mask=mask))
+        return np.where(h == 0, -1, h).astype(np.int32)
+
+    def init(key):
+        k1, k2 = jax.random.split(key)
+        scale = (2 * dim) ** -0.5
+        return {"first": _normal(k1, (half, dim), scale), "second": _normal(k2, (half, dim), scale)}
+
+    def embed(params, f):
+        out = _rows(params["first"], f[..., 0]) + _rows(params["second"], f[..., 1])
+        return _masked(f, out)
+
+    return Technique("double_hashing", dim, features, init, embed)
+
+
+# ------------------------------------------------------------------ with a vocabulary
+
+
+def vocabulary_index(vocabulary: np.ndarray, ids, mask=None) -> np.ndarray:
+    """Each ID's index in ``vocabulary`` (int64 [V], distinct): int64 ``[...]``, -1 where
+    masked. Raises for an ID the vocabulary lacks (naming how many and one of them)."""
+    values, mask = ids_and_mask(ids, mask)
+    order = np.argsort(vocabulary, kind="stable")
+    place = np.searchsorted(vocabulary[order], values)
+    place = np.minimum(place, vocabulary.size - 1)
+    index = order[place]
+    known = vocabulary[index] == values
+    missing = mask & ~known
+    if missing.any():
+        raise ValueError(
+            f"{int(missing.sum())} IDs are not in the vocabulary (e.g. {values[missing][0]}): "
+            "these techniques need every ID indexed before it is embedded"
+        )
+    return np.where(mask, index, -1)
+
+
+def _check_vocabulary(vocabulary) -> np.ndarray:
+    vocabulary = np.asarray(vocabulary)
+    if vocabulary.ndim != 1 or vocabulary.dtype.kind not in "iu" or not vocabulary.size:
+        raise ValueError("vocabulary must be a non-empty 1-D array of integer IDs")
+    if np.unique(vocabulary).size != vocabulary.size:
+        raise ValueError("vocabulary holds an ID twice")
+    return vocabulary
+
+
+def row_table(num_rows: int, dim: int, *, extra_bytes: int = 0, name: str = "table"):
+    """A plain table ``[num_rows, dim]`` read at row indices the caller gives as features
+    ``[..., 1]`` (-1 masked): the full table (rows from :func:`vocabulary_index`) or the rows
+    an MPZCH table hands out. ``extra_bytes``: what the caller's mapping stores."""
+
+    def features(rows, mask=None):
+        rows = np.asarray(rows)
+        if mask is not None:
+            rows = np.where(mask, rows, -1)
+        if rows.size and rows.max() >= num_rows:
+            raise ValueError(f"row {rows.max()} is past the table's {num_rows} rows")
+        return rows.astype(np.int32)[..., None]
+
+    def init(key):
+        return {"table": _normal(key, (num_rows, dim), dim**-0.5)}
+
+    def embed(params, f):
+        return _masked(f, _rows(params["table"], f[..., 0]))
+
+    return Technique(name, dim, features, init, embed, extra_bytes)
+
+
+def full_table(vocabulary, dim: int) -> Technique:
+    """One row per ID of ``vocabulary``: the reference every budget is a share of."""
+    vocabulary = _check_vocabulary(vocabulary)
+    table = row_table(vocabulary.size, dim, name="full_table",
+                      extra_bytes=DICTIONARY_BYTES_PER_ID * vocabulary.size)  # fmt: skip
+
+    def features(ids, mask=None):
+        return table.features(vocabulary_index(vocabulary, ids, mask))
+
+    return table._replace(features=features)
+
+
+def quotient_remainder(
+    vocabulary, dim: int, num_remainders: int, *, combine: str = "product"
+) -> Technique:
+    """The quotient-remainder trick: index ``i`` reads row ``i // m`` of a quotient table
+    ``[ceil(V / m), dim]`` and row ``i % m`` of a remainder table ``[m, dim]``, combined
+    elementwise by ``"product"`` or ``"sum"``. No two IDs share both rows."""
+    vocabulary = _check_vocabulary(vocabulary)
+    _check_positive("num_remainders", num_remainders)
+    if combine not in ("product", "sum"):
+        raise ValueError(f"combine must be 'product' or 'sum', got {combine!r}")
+    m = num_remainders
+    quotients = -(-vocabulary.size // m)
+
+    def features(ids, mask=None):
+        i = vocabulary_index(vocabulary, ids, mask)
+        return np.where(i[..., None] >= 0, np.stack([i // m, i % m], -1), -1).astype(np.int32)
+
+    def init(key):
+        k1, k2 = jax.random.split(key)
+        if combine == "product":  # rows near 1 times rows of the usual scale
+            return {"quotient": 1.0 + _normal(k1, (quotients, dim), 0.1),
+                    "remainder": _normal(k2, (m, dim), dim**-0.5)}  # fmt: skip
+        scale = (2 * dim) ** -0.5
+        return {"quotient": _normal(k1, (quotients, dim), scale),
+                "remainder": _normal(k2, (m, dim), scale)}  # fmt: skip
+
+    def embed(params, f):
+        q, r = _rows(params["quotient"], f[..., 0]), _rows(params["remainder"], f[..., 1])
+        return _masked(f, q * r if combine == "product" else q + r)
+
+    extra = DICTIONARY_BYTES_PER_ID * vocabulary.size
+    return Technique(f"quotient_remainder_{combine}", dim, features, init, embed, extra)
+
+
+def mixed_dimension(vocabulary, counts, dim: int, *, wide: int, narrow_dim: int) -> Technique:
+    """The ``wide`` most frequent IDs (``counts`` [V], from the training stream) get rows
+    ``[wide, dim]``; the others rows ``[V - wide, narrow_dim]`` times a projection
+    ``[narrow_dim, dim]``. Ties in frequency go to the earlier vocabulary entry."""
+    vocabulary = _check_vocabulary(vocabulary)
+    counts = np.asarray(counts)
+    if counts.shape != vocabulary.shape:
+        raise ValueError(f"counts must be [{vocabulary.size}] like vocabulary, got {counts.shape}")
+    if not 0 <= wide <= vocabulary.size:
+        raise ValueError(f"wide must be in [0, {vocabulary.size}], got {wide}")
+    _check_positive("narrow_dim", narrow_dim)
+    rank = np.empty(vocabulary.size, np.int64)
+    rank[np.argsort(-counts, kind="stable")] = np.arange(vocabulary.size)
+
+    def features(ids, mask=None):
+        i = vocabulary_index(vocabulary, ids, mask)
+        return np.where(i >= 0, rank[np.maximum(i, 0)], -1).astype(np.int32)[..., None]
+
+    def init(key):
+        k1, k2, k3 = jax.random.split(key, 3)
+        return {"wide": _normal(k1, (max(wide, 1), dim), dim**-0.5),
+                "narrow": _normal(k2, (max(vocabulary.size - wide, 1), narrow_dim),
+                                  narrow_dim**-0.5),
+                "projection": _normal(k3, (narrow_dim, dim), narrow_dim**-0.5)}  # fmt: skip
+
+    def embed(params, f):
+        r = f[..., 0]
+        full = _rows(params["wide"], jnp.minimum(r, wide - 1))
+        thin = _rows(params["narrow"], jnp.maximum(r - wide, 0)) @ params["projection"]
+        return _masked(f, jnp.where((r < wide)[..., None], full, thin))
+
+    extra = DICTIONARY_BYTES_PER_ID * vocabulary.size
+    return Technique("mixed_dimension", dim, features, init, embed, extra)
+
+
+def tensor_train(vocabulary, dim: int, *, rank: int, row_factors: tuple[int, int, int],
+                 dim_factors: tuple[int, int, int]) -> Technique:  # fmt: skip
+    """The table ``[V, dim]`` as a tensor train (TT-Rec): index ``i`` written in the mixed
+    radix ``row_factors`` ``(n1, n2, n3)`` (``n1 n2 n3 >= V``) picks a slice of each core,
+    ``[n1, d1, r]``, ``[n2, r, d2, r]``, ``[n3, r, d3]``, and their contraction is the row,
+    ``d1 d2 d3 = dim`` wide."""
+    vocabulary = _check_vocabulary(vocabulary)
+    n1, n2, n3 = row_factors
+    d1, d2, d3 = dim_factors
+    if n1 * n2 * n3 < vocabulary.size:
+        raise ValueError(f"row_factors {row_factors} index {n1 * n2 * n3} rows, fewer than the "
+                         f"vocabulary's {vocabulary.size}")  # fmt: skip
+    if d1 * d2 * d3 != dim:
+        raise ValueError(f"dim_factors {dim_factors} multiply to {d1 * d2 * d3}, not dim {dim}")
+    _check_positive("rank", rank)
+
+    def features(ids, mask=None):
+        i = vocabulary_index(vocabulary, ids, mask)
+        digits = np.stack([i // (n2 * n3), (i // n3) % n2, i % n3], -1)
+        return np.where(i[..., None] >= 0, digits, -1).astype(np.int32)
+
+    def init(key):
+        k1, k2, k3 = jax.random.split(key, 3)
+        # each row is a sum of r^2 products of three entries: scale so a row has norm ~1
+        s = (dim**-0.5 / rank) ** (1 / 3)
+        return {"core_1": _normal(k1, (n1, d1, rank), s),
+                "core_2": _normal(k2, (n2, rank, d2, rank), s),
+                "core_3": _normal(k3, (n3, rank, d3), s)}  # fmt: skip
+
+    def embed(params, f):
+        a = _rows(params["core_1"], f[..., 0])  # [..., d1, r]
+        b = _rows(params["core_2"], f[..., 1])  # [..., r, d2, r]
+        c = _rows(params["core_3"], f[..., 2])  # [..., r, d3]
+        out = jnp.einsum("...ar,...rbs,...sc->...abc", a, b, c)
+        return _masked(f, out.reshape(*out.shape[:-3], dim))
+
+    extra = DICTIONARY_BYTES_PER_ID * vocabulary.size
+    return Technique("tensor_train", dim, features, init, embed, extra)
+
+
+# ------------------------------------------------------------------ semantic IDs
+
+
+@jax.jit
+def _assign(points, centroids):
+    distance = jnp.sum(points**2, 1)[:, None] - 2 * points @ centroids.T + jnp.sum(centroids**2, 1)
+    return jnp.argmin(distance, axis=1).astype(jnp.int32)
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _kmeans(points, centroids, iterations: int):
+    """``iterations`` Lloyd steps from ``centroids`` [K, E] over ``points`` [N, E]."""
+
+    def step(_, centroids):
+        code = _assign(points, centroids)
+        sums = jnp.zeros_like(centroids).at[code].add(points)
+        sizes = jnp.zeros(centroids.shape[0]).at[code].add(1.0)[:, None]
+        return jnp.where(sizes > 0, sums / jnp.maximum(sizes, 1.0), centroids)
+
+    return jax.lax.fori_loop(0, iterations, step, centroids)
+
+
+def rq_kmeans(key, vectors, *, levels: int, codebook_size: int, iterations: int = 25):
+    """Residual k-means: level 1 clusters ``vectors`` [N, E] into ``codebook_size``
+    centroids, each next level clusters what the levels before left unexplained.
+
+    Lloyd iterations from ``codebook_size`` distinct points drawn with ``key``; an empty
+    cluster keeps its centroid. Returns ``(codes int32 [N, levels], codebooks [levels, K,
+    E], errors [levels + 1])``, ``errors[l]`` the mean squared residual after ``l`` levels
+    (``errors[0]``: of the vectors themselves).
+    """
+    vectors = jnp.asarray(vectors, jnp.float32)
+    n = vectors.shape[0]
+    if codebook_size > n:
+        raise ValueError(f"codebook_size ({codebook_size}) exceeds the {n} vectors")
+    _check_positive("levels", levels)
+
+    residual, codes, books = vectors, [], []
+    errors = [float(jnp.mean(jnp.sum(residual**2, 1)))]
+    for key_l in jax.random.split(key, levels):
+        start = residual[jax.random.choice(key_l, n, (codebook_size,), replace=False)]
+        centroids = _kmeans(residual, start, iterations)
+        code = _assign(residual, centroids)
+        residual = residual - centroids[code]
+        codes.append(code)
+        books.append(centroids)
+        errors.append(float(jnp.mean(jnp.sum(residual**2, 1))))
+    return np.asarray(jnp.stack(codes, 1)), np.asarray(jnp.stack(books)), np.array(errors)
+
+
+def semantic_ids(vocabulary, codes, codebook_size: int, dim: int, *, hash_rows: int = 0):
+    """Each ID's ``L`` codes (``codes`` int [V, L], from :func:`rq_kmeans`) read one row of
+    each level's table ``[codebook_size, dim]``, summed; with ``hash_rows > 0`` a hashed
+    table ``[hash_rows, dim]`` adds a row of the ID's own, which separates IDs with equal
+    codes. The codes are stored per ID (``L`` bytes for ``K <= 256``) with the vocabulary."""
+    vocabulary = _check_vocabulary(vocabulary)
+    codes = np.asarray(codes)
+    if codes.ndim != 2 or codes.shape[0] != vocabulary.size:
+        raise ValueError(f"codes must be [{vocabulary.size}, L], got {codes.shape}")
+    if codes.min() < 0 or codes.max() >= codebook_size:
+        raise ValueError(f"codes must lie in [0, {codebook_size})")
+    levels = codes.shape[1]
+
+    def features(ids, mask=None):
+        i = vocabulary_index(vocabulary, ids, mask)
+        f = np.where(i[..., None] >= 0, codes[np.maximum(i, 0)], -1)
+        if hash_rows:
+            h = np.asarray(
+                hashing.multi_hash(ids, num_buckets=hash_rows, num_hashes=1, mask=i >= 0)
+            )
+            f = np.concatenate([f, np.where(h == 0, -1, h)], -1)
+        return f.astype(np.int32)
+
+    def init(key):
+        k1, k2 = jax.random.split(key)
+        parts = levels + (hash_rows > 0)
+        params = {"codebooks": _normal(k1, (levels, codebook_size, dim), (parts * dim) ** -0.5)}
+        if hash_rows:
+            params["hashed"] = _normal(k2, (hash_rows, dim), (parts * dim) ** -0.5)
+        return params
+
+    def embed(params, f):
+        level = jnp.arange(levels)
+        out = params["codebooks"][level, jnp.maximum(f[..., :levels], 0)].sum(-2)
+        if hash_rows:
+            out = out + _rows(params["hashed"], f[..., levels])
+        return _masked(f, out)
+
+    code_bytes = levels * (1 if codebook_size <= 256 else 2)
+    extra = (DICTIONARY_BYTES_PER_ID + code_bytes) * vocabulary.size
+    name = "semantic_ids" + ("_hashed" if hash_rows else "")
+    return Technique(name, dim, features, init, embed, extra)

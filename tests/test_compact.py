@@ -1,0 +1,124 @@
+"""Compact embeddings: parameter counts, shapes, masks, the QR pairs, RQ-KMeans, errors."""
+
+import jax
+import numpy as np
+import pytest
+
+from phoenix_lib import compact
+from phoenix_lib.world import World, WorldConfig
+
+WORLD = World(WorldConfig(num_users=50, num_authors=20, num_posts=600, num_topics=4, seed=3))
+VOCAB = WORLD.post_ids
+DIM = 8
+CODES, _, ERRORS = compact.rq_kmeans(
+    jax.random.key(0), WORLD.post_content(16), levels=3, codebook_size=16
+)
+
+
+def techniques():
+    counts = np.arange(VOCAB.size)[::-1]
+    return {
+        "multi_hash": (compact.multi_hash(64, DIM, 2), 64 * DIM + 2 * DIM * DIM),
+        "multi_hash_sum": (compact.multi_hash(64, DIM, 3, combine="sum"), 64 * DIM),
+        "double": (compact.double_hashing(64, DIM), 64 * DIM),
+        "qr": (compact.quotient_remainder(VOCAB, DIM, 25), (24 + 25) * DIM),
+        "mixed": (
+            compact.mixed_dimension(VOCAB, counts, DIM, wide=100, narrow_dim=2),
+            100 * DIM + 500 * 2 + 2 * DIM,
+        ),
+        "tt": (
+            compact.tensor_train(VOCAB, DIM, rank=3, row_factors=(10, 8, 8), dim_factors=(2, 2, 2)),
+            10 * 2 * 3 + 8 * 3 * 2 * 3 + 8 * 3 * 2,
+        ),
+        "sid": (compact.semantic_ids(VOCAB, CODES, 16, DIM), 3 * 16 * DIM),
+        "sid_hashed": (
+            compact.semantic_ids(VOCAB, CODES, 16, DIM, hash_rows=32),
+            3 * 16 * DIM + 32 * DIM,
+        ),
+        "full": (compact.full_table(VOCAB, DIM), VOCAB.size * DIM),
+    }
+
+
+@pytest.mark.parametrize("name", list(techniques()))
+def test_parameter_count_shape_mask_and_gradient(name):
+    technique, expected = techniques()[name]
+    assert compact.num_params(technique) == expected
+    ids = VOCAB[np.arange(24).reshape(4, 6) * 7]
+    mask = np.ones(ids.shape, bool)
+    mask[:, -2:] = False
+    params = technique.init(jax.random.key(1))
+    features = technique.features(ids, mask)
+    out = jax.jit(technique.embed)(params, features)
+    assert out.shape == (4, 6, DIM) and np.isfinite(np.asarray(out)).all()
+    assert (np.asarray(out)[~mask] == 0).all() and (np.abs(np.asarray(out)[mask]).sum(-1) > 0).all()
+    norm = np.linalg.norm(np.asarray(out)[mask], axis=-1).mean()
+    assert 0.2 < norm < 5, norm  # initialised near unit rows, whatever the technique
+    grads = jax.grad(lambda p: technique.embed(p, features).sum())(params)
+    assert jax.tree.structure(grads) == jax.tree.structure(params)
+    again = technique.embed(technique.init(jax.random.key(1)), technique.features(ids, mask))
+    assert np.array_equal(np.asarray(out), np.asarray(again))  # deterministic
+
+
+def test_memory_counts_the_vocabulary_and_codes():
+    full, _ = techniques()["full"]
+    assert compact.memory_bytes(full) == 4 * VOCAB.size * DIM + 12 * VOCAB.size
+    sid, _ = techniques()["sid"]
+    assert sid.extra_bytes == (12 + 3) * VOCAB.size
+    assert compact.multi_hash(64, DIM, 2).extra_bytes == 0
+
+
+def test_quotient_remainder_gives_every_id_its_own_pair():
+    f = compact.quotient_remainder(VOCAB, DIM, 25).features(VOCAB)
+    assert np.unique(f, axis=0).shape[0] == VOCAB.size
+    assert f[:, 1].max() == 24 and f[:, 0].max() == 23
+
+
+def test_rq_kmeans_error_falls_with_levels_and_is_deterministic():
+    assert (np.diff(ERRORS) < 0).all() and ERRORS[-1] < 0.5 * ERRORS[0]
+    codes, books, errors = compact.rq_kmeans(
+        jax.random.key(0), WORLD.post_content(16), levels=3, codebook_size=16
+    )
+    assert np.array_equal(codes, CODES) and np.array_equal(errors, ERRORS)
+    assert books.shape == (3, 16, 16) and codes.shape == (VOCAB.size, 3)
+
+
+def test_hash_level_separates_posts_with_equal_codes():
+    _, group = np.unique(CODES, axis=0, return_inverse=True)
+    twins = [np.flatnonzero(group == g)[:2] for g in np.unique(group) if (group == g).sum() > 1]
+    assert len(twins) > 20
+    pairs = VOCAB[np.array(twins)]  # [T, 2]
+    plain = compact.semantic_ids(VOCAB, CODES, 16, DIM)
+    hashed = compact.semantic_ids(VOCAB, CODES, 16, DIM, hash_rows=64)
+    out = np.asarray(plain.embed(plain.init(jax.random.key(0)), plain.features(pairs)))
+    assert (out[:, 0] == out[:, 1]).all()
+    f = hashed.features(pairs)
+    out = np.asarray(hashed.embed(hashed.init(jax.random.key(0)), f))
+    apart = (out[:, 0] != out[:, 1]).any(-1)
+    assert np.array_equal(apart, f[:, 0, 3] != f[:, 1, 3])  # only a shared hash row joins them
+    assert apart.mean() > 0.9
+
+
+def test_content_vectors_put_one_authors_posts_close():
+    v = WORLD.post_content(16)
+    v = v / np.linalg.norm(v, axis=1, keepdims=True)
+    same = WORLD.post_author[:, None] == WORLD.post_author[None, :]
+    sim = v @ v.T
+    off = ~np.eye(len(v), dtype=bool)
+    assert sim[same & off].mean() > sim[~same].mean() + 0.2
+
+
+def test_bad_input_says_what_is_wrong():
+    with pytest.raises(ValueError, match="not in the vocabulary"):
+        compact.full_table(VOCAB, DIM).features(np.array([12345]))
+    with pytest.raises(ValueError, match="twice"):
+        compact.full_table(np.array([1, 1]), DIM)
+    with pytest.raises(ValueError, match="multiply to"):
+        compact.tensor_train(VOCAB, DIM, rank=2, row_factors=(10, 8, 8), dim_factors=(2, 2, 3))
+    with pytest.raises(ValueError, match="fewer than"):
+        compact.tensor_train(VOCAB, DIM, rank=2, row_factors=(2, 2, 2), dim_factors=(2, 2, 2))
+    with pytest.raises(ValueError, match="combine"):
+        compact.multi_hash(64, DIM, 2, combine="max")
+    with pytest.raises(ValueError, match="codes must lie"):
+        compact.semantic_ids(VOCAB, CODES, 8, DIM)
+    with pytest.raises(ValueError, match="past the table"):
+        compact.row_table(10, DIM).features(np.array([10]))
