@@ -412,3 +412,108 @@ def semantic_ids(vocabulary, codes, codebook_size: int, dim: int, *, hash_rows: 
     extra = (DICTIONARY_BYTES_PER_ID + code_bytes) * vocabulary.size
     name = "semantic_ids" + ("_hashed" if hash_rows else "")
     return Technique(name, dim, features, init, embed, extra)
+
+
+# ------------------------------------------------------------------ in the ranker
+
+
+class SessionFeatures(NamedTuple):
+    """A technique's features for a session's posts and authors: int32 ``[B, S|C, F]``."""
+
+    history_post: np.ndarray
+    candidate_post: np.ndarray
+    history_author: np.ndarray
+    candidate_author: np.ndarray
+
+
+def session_features(world, session, post: Technique, author: Technique) -> SessionFeatures:
+    """The features of a :class:`phoenix_lib.world.Session`'s history and candidates (raw
+    post and author IDs through ``post`` and ``author``; padded history masked)."""
+    hp, cp, mask = session.history_posts, session.candidate_posts, session.history_mask
+    post_author = world.post_author
+    return SessionFeatures(
+        post.features(world.post_ids[hp], mask),
+        post.features(world.post_ids[cp]),
+        author.features(world.author_ids[post_author[hp]], mask),
+        author.features(world.author_ids[post_author[cp]]),
+    )
+
+
+def ranker_objective(config, post: Technique, author: Technique, *, release: str = "2026-01"):
+    """``loss(params, batch, features, labels, mask)``: the ranker of ``config`` with its
+    post and author rows given by two techniques, its user rows by a hash table.
+
+    ``params = {"model", "user" [Nu, D], "post", "author"}``, made by ``loss.init(key, batch,
+    features, num_user_rows)``;
+    ``features``: :class:`SessionFeatures`; the batch's hash fields still give the padding
+    masks. Each technique gives one row per entity, so ``config`` must use one item and one
+    author hash (the multi-hash technique combines its own rows).
+    """
+    from phoenix_lib import train
+    from phoenix_lib.inputs import RecsysEmbeddings
+    from phoenix_lib.ranker import make_ranker
+    from phoenix_lib.tables import gather
+
+    h = config.hash_config
+    if (h.num_item_hashes, h.num_author_hashes) != (1, 1):
+        raise ValueError(
+            "a compact technique gives one row per post and author: use a config with "
+            f"num_item_hashes=1 and num_author_hashes=1, got {h.num_item_hashes}, "
+            f"{h.num_author_hashes}"
+        )
+    for technique in (post, author):
+        if technique.dim != config.emb_size:
+            raise ValueError(f"{technique.name} is {technique.dim} wide, the model "
+                             f"{config.emb_size}")  # fmt: skip
+    model = make_ranker(config, release=release)
+
+    def embeddings(params, batch, f: SessionFeatures):
+        return RecsysEmbeddings(
+            user_embeddings=gather(params["user"], batch.user_hashes),
+            history_post_embeddings=post.embed(params["post"], f.history_post)[..., None, :],
+            candidate_post_embeddings=post.embed(params["post"], f.candidate_post)[..., None, :],
+            history_author_embeddings=author.embed(params["author"], f.history_author)[
+                ..., None, :
+            ],
+            candidate_author_embeddings=author.embed(params["author"], f.candidate_author)[
+                ..., None, :
+            ],
+        )
+
+    def loss(params, batch, features, labels, mask):
+        out = train.forward(
+            model, {"model": params["model"], "tables": embeddings(params, batch, features)}, batch
+        )
+        return train.ranker_loss(out, labels, mask)  # fmt: skip
+
+    def init(key, batch, features, num_user_rows: int):
+        """Fresh parameters for this objective."""
+        k_user, k_post, k_author, k_model = jax.random.split(key, 4)
+        params = {
+            "user": jax.random.normal(k_user, (num_user_rows, config.emb_size))
+            * config.emb_size**-0.5,
+            "post": post.init(k_post),
+            "author": author.init(k_author),
+        }
+        params["model"] = model.init(k_model, batch, embeddings(params, batch, features))
+        return params
+
+    loss.init = init
+    return loss
+
+
+def optimizer(steps: int):
+    """The book's recipe adapted to compact embeddings: the model's weights as in
+    :func:`phoenix_lib.optimizers.book_optimizer` (AdamW, warm-up and cosine decay); every
+    embedding parameter (the user table, both techniques' tables, cores and projections)
+    with Adagrad at learning rate 0.1, elementwise, since not every technique's parameters
+    are rows a batch touches."""
+    import optax
+
+    from phoenix_lib.optimizers import book_optimizer
+
+    def labels(params):
+        return {name: "model" if name == "model" else "embeddings" for name in params}
+
+    transforms = {"model": book_optimizer(steps).dense, "embeddings": optax.adagrad(0.1)}
+    return optax.multi_transform(transforms, labels)

@@ -122,3 +122,36 @@ def test_bad_input_says_what_is_wrong():
         compact.semantic_ids(VOCAB, CODES, 8, DIM)
     with pytest.raises(ValueError, match="past the table"):
         compact.row_table(10, DIM).features(np.array([10]))
+
+
+def test_the_ranker_trains_on_compact_posts_and_authors():
+    from phoenix_lib import train
+    from phoenix_lib.config import HashConfig, book_ranker_config
+
+    config = book_ranker_config(
+        history_seq_len=8, candidate_seq_len=4,
+        hash_config=HashConfig(num_user_hashes=2, num_item_hashes=1, num_author_hashes=1),
+    )  # fmt: skip
+    post = compact.quotient_remainder(VOCAB, config.emb_size, 32)
+    author = compact.multi_hash(16, config.emb_size, 2)
+    loss = compact.ranker_objective(config, post, author)
+
+    def data(i):
+        s = WORLD.session(i, batch_size=16, history_len=8, num_candidates=4)
+        batch = WORLD.to_batch(config, s, (64, 64, 16))
+        return (
+            batch,
+            compact.session_features(WORLD, s, post, author),
+            s.labels,
+            np.ones(s.labels.shape[:2], bool),
+        )
+
+    optimizer = compact.optimizer(40)
+    params = loss.init(jax.random.key(0), data(0)[0], data(0)[1], num_user_rows=64)
+    state = train.TrainState(params, optimizer.init(params), jax.numpy.zeros((), "int32"))
+    first = float(loss(params, *data(0)))
+    state, losses = train.fit(train.make_step(loss, optimizer), state, lambda i: data(0), 40,
+                              progress=False)  # fmt: skip
+    assert losses[-1] < 0.8 * first
+    with pytest.raises(ValueError, match="num_item_hashes=1"):
+        compact.ranker_objective(book_ranker_config(), post, author)
