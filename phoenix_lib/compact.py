@@ -447,7 +447,8 @@ def ranker_objective(config, post: Technique, author: Technique, *, release: str
     features, num_user_rows)``;
     ``features``: :class:`SessionFeatures`; the batch's hash fields still give the padding
     masks. Each technique gives one row per entity, so ``config`` must use one item and one
-    author hash (the multi-hash technique combines its own rows).
+    author hash (the multi-hash technique combines its own rows). ``loss.predict(params,
+    batch, features)`` gives the action probabilities ``[B, C, A]``, jitted.
     """
     from phoenix_lib import train
     from phoenix_lib.inputs import RecsysEmbeddings
@@ -480,11 +481,17 @@ def ranker_objective(config, post: Technique, author: Technique, *, release: str
             ],
         )
 
+    def logits(params, batch, features):
+        tables = embeddings(params, batch, features)
+        return train.forward(model, {"model": params["model"], "tables": tables}, batch)
+
     def loss(params, batch, features, labels, mask):
-        out = train.forward(
-            model, {"model": params["model"], "tables": embeddings(params, batch, features)}, batch
-        )
-        return train.ranker_loss(out, labels, mask)  # fmt: skip
+        return train.ranker_loss(logits(params, batch, features), labels, mask)
+
+    @jax.jit
+    def predict(params, batch, features):
+        """Action probabilities ``[B, C, A]``."""
+        return jax.nn.sigmoid(logits(params, batch, features))
 
     def init(key, batch, features, num_user_rows: int):
         """Fresh parameters for this objective."""
@@ -499,6 +506,7 @@ def ranker_objective(config, post: Technique, author: Technique, *, release: str
         return params
 
     loss.init = init
+    loss.predict = predict
     return loss
 
 
