@@ -211,6 +211,27 @@ def full_table(vocabulary, dim: int) -> Technique:
     return table._replace(features=features)
 
 
+def zero_collision(stream, dim: int, num_slots: int) -> Technique:
+    """MPZCH rows (:mod:`phoenix_lib.mpzch`, no eviction) in front of a table ``[num_slots,
+    dim]``: the IDs of ``stream`` (an iterable of ID arrays in time order, one per hour) are
+    written hour by hour, each new ID taking a free slot of its probe window while one is
+    left; ``features`` then reads the final table, so an ID that never found a slot (or
+    arrives later) shares its home slot with the ID living there. The table stores 12 bytes
+    of identity and expiry per slot."""
+    from phoenix_lib import mpzch
+
+    state = mpzch.create(num_slots)
+    for hour, ids in enumerate(stream):
+        state, _, _ = mpzch.write(state, np.asarray(ids), hour)
+    table = row_table(num_slots, dim, extra_bytes=MPZCH_BYTES_PER_SLOT * num_slots,
+                      name="mpzch")  # fmt: skip
+
+    def features(ids, mask=None):
+        return table.features(np.asarray(mpzch.lookup(state, ids, mask=mask)), mask)
+
+    return table._replace(features=features)
+
+
 def quotient_remainder(
     vocabulary, dim: int, num_remainders: int, *, combine: str = "product"
 ) -> Technique:
@@ -370,6 +391,19 @@ def rq_kmeans(key, vectors, *, levels: int, codebook_size: int, iterations: int 
     return np.asarray(jnp.stack(codes, 1)), np.asarray(jnp.stack(books)), np.array(errors)
 
 
+def rq_encode(codebooks, vectors) -> np.ndarray:
+    """Codes ``int32 [N, L]`` of ``vectors`` [N, E] under residual codebooks ``[L, K, E]``
+    (from :func:`rq_kmeans`): each level picks the nearest centroid to what the levels
+    before left. How a post created after the codebooks were fitted gets its codes."""
+    residual = jnp.asarray(vectors, jnp.float32)
+    codes = []
+    for centroids in jnp.asarray(codebooks, jnp.float32):
+        code = _assign(residual, centroids)
+        residual = residual - centroids[code]
+        codes.append(code)
+    return np.asarray(jnp.stack(codes, 1))
+
+
 def semantic_ids(vocabulary, codes, codebook_size: int, dim: int, *, hash_rows: int = 0):
     """Each ID's ``L`` codes (``codes`` int [V, L], from :func:`rq_kmeans`) read one row of
     each level's table ``[codebook_size, dim]``, summed; with ``hash_rows > 0`` a hashed
@@ -417,6 +451,19 @@ def semantic_ids(vocabulary, codes, codebook_size: int, dim: int, *, hash_rows: 
 # ------------------------------------------------------------------ in the ranker
 
 
+class EntityFeatures(NamedTuple):
+    """Two techniques' features for every post and author of a world: int32 ``[P, Fp]``
+    and ``[A, Fa]``. Features are a function of the ID alone, so they are computed once."""
+
+    post: np.ndarray
+    author: np.ndarray
+
+
+def entity_features(world, post: Technique, author: Technique) -> EntityFeatures:
+    """``post`` on every post ID of ``world`` and ``author`` on every author ID."""
+    return EntityFeatures(post.features(world.post_ids), author.features(world.author_ids))
+
+
 class SessionFeatures(NamedTuple):
     """A technique's features for a session's posts and authors: int32 ``[B, S|C, F]``."""
 
@@ -426,16 +473,20 @@ class SessionFeatures(NamedTuple):
     candidate_author: np.ndarray
 
 
-def session_features(world, session, post: Technique, author: Technique) -> SessionFeatures:
-    """The features of a :class:`phoenix_lib.world.Session`'s history and candidates (raw
-    post and author IDs through ``post`` and ``author``; padded history masked)."""
+def session_features(world, session, features: EntityFeatures) -> SessionFeatures:
+    """The features of a :class:`phoenix_lib.world.Session`'s history and candidates, read
+    from ``features`` (:func:`entity_features`); padded history positions are -1."""
     hp, cp, mask = session.history_posts, session.candidate_posts, session.history_mask
     post_author = world.post_author
+
+    def history(table, index):
+        return np.where(mask[..., None], table[index], -1).astype(np.int32)
+
     return SessionFeatures(
-        post.features(world.post_ids[hp], mask),
-        post.features(world.post_ids[cp]),
-        author.features(world.author_ids[post_author[hp]], mask),
-        author.features(world.author_ids[post_author[cp]]),
+        history(features.post, hp),
+        features.post[cp],
+        history(features.author, post_author[hp]),
+        features.author[post_author[cp]],
     )
 
 
@@ -525,3 +576,248 @@ def optimizer(steps: int):
 
     transforms = {"model": book_optimizer(steps).dense, "embeddings": optax.adagrad(0.1)}
     return optax.multi_transform(transforms, labels)
+
+
+# ------------------------------------------------------------------ at equal memory
+
+
+class DoesNotFit(ValueError):
+    """A technique cannot be built within a memory budget (the message says why)."""
+
+
+def _three_factors(n: int) -> tuple[int, int, int]:
+    """The most balanced ``(a, b, c)``, ``a <= b <= c``, with ``a * b * c == n``."""
+    best = (1, 1, n)
+    for a in range(1, round(n ** (1 / 3)) + 1):
+        for b in range(a, int(np.sqrt(n // a)) + 1):
+            if n % (a * b) == 0 and n // (a * b) >= b and n // (a * b) - a < best[2] - best[0]:
+                best = (a, b, n // (a * b))
+    return best
+
+
+def at_budget(name: str, rows: int, *, vocabulary, dim: int, counts=None, content=None,
+              known=None, stream=None, seed: int = 0) -> Technique:  # fmt: skip
+    """Technique ``name`` for ``vocabulary``'s IDs with at most ``rows * dim`` floats.
+
+    What the budget counts: the parameters, and for MPZCH its 12 bytes of identity and
+    expiry per slot (3 floats), since that is how its memory stays bounded; not the
+    ID -> index dictionary the vocabulary techniques need (see :func:`memory_bytes`),
+    which grows with the vocabulary. How each technique spends the budget:
+
+    * ``hash_<k>_sum``, ``hash_<k>_concat``: ``k`` hashes into one table; the concat
+      projection ``[k * dim, dim]`` is paid from the rows;
+    * ``double_hashing``: two tables of ``rows // 2``;
+    * ``quotient_remainder`` (product): the largest remainder table ``m`` with
+      ``m + ceil(V / m) <= rows``;
+    * ``mixed_dimension``: the widest narrow rows (a power of two up to ``dim / 2``) for
+      every ID, then as many full rows for the most frequent (``counts``) as fit;
+    * ``tensor_train``: row factors ``~V^(1/3)`` each, ``dim`` split in three, the largest
+      rank that fits;
+    * ``semantic_ids``: 4 levels of ``K = min(256, rows // 4)`` codes;
+      ``semantic_ids_hashed``: 3 levels of ``min(256, rows // 6)`` and a hashed table of
+      the rows left (about half). Codebooks are fitted (:func:`rq_kmeans`, ``seed``) on
+      ``content[known]`` and every ID is encoded (:func:`rq_encode`);
+    * ``mpzch``: ``rows * dim // (dim + 3)`` slots written from ``stream``.
+
+    Raises :class:`DoesNotFit` when the technique's smallest form exceeds the budget.
+    """
+    vocabulary = _check_vocabulary(vocabulary)
+    v, floats = vocabulary.size, rows * dim
+    if name.startswith("hash_"):
+        _, k, combine = name.split("_")
+        k = int(k)
+        table = rows - (k * dim if combine == "concat" else 0)
+        if table < 2:
+            raise DoesNotFit(f"{name}: the projection alone takes {k * dim} of {rows} rows")
+        return multi_hash(table, dim, k, combine=combine)._replace(name=name)
+    if name == "double_hashing":
+        return double_hashing(rows, dim)
+    if name == "quotient_remainder":
+        fits = [m for m in range(1, v + 1) if m + -(-v // m) <= rows]
+        if not fits:
+            least = min(m + -(-v // m) for m in range(1, v + 1))
+            raise DoesNotFit(f"{name}: needs at least {least} rows for {v:,} IDs, has {rows}")
+        return quotient_remainder(vocabulary, dim, max(fits))
+    if name == "mixed_dimension":
+        for narrow in (2**i for i in range(int(np.log2(dim)) - 1, -1, -1)):
+            left = floats - v * narrow - narrow * dim
+            if left >= 0:
+                wide = min(v, left // (dim - narrow))
+                return mixed_dimension(vocabulary, counts, dim, wide=wide, narrow_dim=narrow)
+        raise DoesNotFit(f"{name}: even one float per ID ({v:,}) exceeds {floats:,} floats")
+    if name == "tensor_train":
+        n1 = n2 = int(np.ceil(v ** (1 / 3)))
+        n3 = -(-v // (n1 * n2))
+        d1, d2, d3 = _three_factors(dim)
+        rank = 0
+        while n1 * d1 * (rank + 1) + n2 * d2 * (rank + 1) ** 2 + n3 * d3 * (rank + 1) <= floats:
+            rank += 1
+        if not rank:
+            raise DoesNotFit(f"{name}: rank 1 exceeds {floats:,} floats")
+        return tensor_train(vocabulary, dim, rank=rank, row_factors=(n1, n2, n3),
+                            dim_factors=(d1, d2, d3))  # fmt: skip
+    if name in ("semantic_ids", "semantic_ids_hashed"):
+        hashed = name.endswith("hashed")
+        levels = 3 if hashed else 4
+        k = min(256, rows // (2 * levels if hashed else levels))
+        if k < 2:
+            raise DoesNotFit(f"{name}: {rows} rows leave fewer than 2 codes per level")
+        known = np.ones(v, bool) if known is None else np.asarray(known)
+        _, books, _ = rq_kmeans(jax.random.key(seed), np.asarray(content)[known],
+                                levels=levels, codebook_size=k)  # fmt: skip
+        codes = rq_encode(books, content)
+        hash_rows = rows - levels * k if hashed else 0
+        return semantic_ids(vocabulary, codes, k, dim, hash_rows=hash_rows)
+    if name == "mpzch":
+        return zero_collision(stream, dim, floats // (dim + 3))
+    raise ValueError(f"unknown technique {name!r}")
+
+
+class Trained(NamedTuple):
+    """A ranker trained by :func:`train_ranker`: its parameters, its test probabilities
+    ``[N, C, A]`` and the mean seconds per training step after the first (compiling)."""
+
+    params: dict
+    probabilities: np.ndarray
+    seconds_per_step: float
+
+
+def train_ranker(world, timeline, config, post: Technique, author: Technique, test, *,
+                 steps: int, seed: int, sessions: range = range(40), batch_size: int = 64,
+                 num_user_rows: int = 2**13, progress: bool = True) -> Trained:  # fmt: skip
+    """Chapter 4's recipe with compact post and author rows: ``steps`` steps of
+    ``batch_size`` (user, session) pairs drawn from ``sessions`` of ``timeline`` (draws
+    and initialisation seeded by ``seed``), :func:`optimizer`; then the test sessions
+    ``test`` (a :class:`phoenix_lib.world.Session`) scored 500 at a time."""
+    import time
+
+    from phoenix_lib import train
+
+    if steps < 2:
+        raise ValueError(f"steps must be at least 2, got {steps}")
+    loss = ranker_objective(config, post, author)
+    features = entity_features(world, post, author)
+    num_buckets = (num_user_rows, 2, 2)  # posts and authors come from the techniques
+    made = {}
+    sampled = world.timeline_data(config, timeline, num_buckets, batch_size=batch_size,
+                                  sessions=sessions, seed_offset=seed * 10**6,
+                                  on_session=made.__setitem__)  # fmt: skip
+
+    def data(i):
+        batch, labels, mask = sampled(i)
+        return batch, session_features(world, made.pop(i), features), labels, mask
+
+    opt = optimizer(steps)
+    first = data(0)
+    params = loss.init(jax.random.key(seed), first[0], first[1], num_user_rows=num_user_rows)
+    state = train.TrainState(params, opt.init(params), jnp.zeros((), jnp.int32))
+    step = train.make_step(loss, opt)
+    state, _ = step(state, *first)
+    timed = time.perf_counter()
+    desc = f"{post.name} / {author.name}"
+    state, _ = train.fit(step, state, data, steps - 1, desc=desc, progress=progress)
+    seconds = (time.perf_counter() - timed) / (steps - 1)
+    buckets = world.buckets(config, num_buckets)
+    parts = []
+    for start in range(0, test.users.size, 500):
+        chunk = test._replace(**{k: v[start : start + 500] for k, v in test._asdict().items()})
+        batch = world.to_batch(config, chunk, num_buckets, buckets=buckets)
+        chunk_features = session_features(world, chunk, features)
+        parts.append(np.asarray(loss.predict(state.params, batch, chunk_features)))
+    return Trained(state.params, np.concatenate(parts), seconds)
+
+
+class Experiment(NamedTuple):
+    """Chapter 8's setting: Chapter 4's world and timeline, a one-layer ranker, and what
+    each technique is built from. ``known`` [P] / ``author_known`` [A]: the posts (and
+    their authors) created by the last training session; ``counts`` / ``author_counts``:
+    impressions in the training sessions; ``stream`` / ``author_stream``: the IDs shown in
+    each training session, in time order; ``content`` [P, D]: the posts' content vectors,
+    ``author_content`` [A, D] the mean of each author's posts'; ``fresh`` [N]: test
+    impressions of posts created after the last training session."""
+
+    world: object
+    timeline: object
+    config: object
+    test: object
+    labels: np.ndarray
+    fresh: np.ndarray
+    content: np.ndarray
+    author_content: np.ndarray
+    known: np.ndarray
+    author_known: np.ndarray
+    counts: np.ndarray
+    author_counts: np.ndarray
+    stream: list
+    author_stream: list
+
+
+def experiment(seed: int, *, num_layers: int = 1, train_sessions: int = 40,
+               test_users: int = 500) -> Experiment:  # fmt: skip
+    """Chapter 4's world (2,000 users, 500 authors, 5,000 posts) and 48-session timeline;
+    training on sessions ``[0, train_sessions)``, test on the rest for every fourth of the
+    first ``4 * test_users`` users; the ranker with one item and one author hash, 32 wide."""
+    import dataclasses
+
+    from phoenix_lib.config import ACTIONS, HashConfig, book_ranker_config
+    from phoenix_lib.world import World, WorldConfig
+
+    world = World(WorldConfig(num_users=2_000, num_authors=500, num_posts=5_000, num_topics=8,
+                              noise=0.2, seed=seed))  # fmt: skip
+    timeline = world.timeline(seed, num_sessions=48, session_size=16, start_hour=24,
+                              recency_hours=24)  # fmt: skip
+    config = book_ranker_config(history_seq_len=16, hash_config=HashConfig(
+        num_user_hashes=2, num_item_hashes=1, num_author_hashes=1))  # fmt: skip
+    config.model = dataclasses.replace(config.model, num_layers=num_layers)
+    if not 0 < train_sessions < 48 or not 0 < test_users <= 500:
+        raise ValueError("train_sessions must be in [1, 47] and test_users in [1, 500]")
+    later = np.arange(train_sessions, 48)
+    test = world.timeline_session(timeline, np.repeat(np.arange(0, 4 * test_users, 4),
+                                                      later.size),
+                                  np.tile(later, test_users), config.history_seq_len)  # fmt: skip
+    trained_until = timeline.hours[train_sessions - 1]
+    known = world.post_hour <= trained_until
+    content = world.post_content(config.emb_size, seed=seed)
+    num_authors = world.config.num_authors
+    posts_of = np.bincount(world.post_author, minlength=num_authors)
+    author_content = np.zeros((num_authors, content.shape[1]), np.float32)
+    np.add.at(author_content, world.post_author, content)
+    author_content /= np.maximum(posts_of, 1)[:, None]
+    shown = timeline.posts[:, :train_sessions]
+    return Experiment(
+        world=world, timeline=timeline, config=config, test=test,
+        labels=test.labels.reshape(-1, len(ACTIONS)),
+        fresh=(world.post_hour[test.candidate_posts] > trained_until).reshape(-1),
+        content=content, author_content=author_content, known=known,
+        author_known=np.isin(np.arange(num_authors), world.post_author[known]),
+        counts=np.bincount(shown.reshape(-1), minlength=world.config.num_posts),
+        author_counts=np.bincount(world.post_author[shown.reshape(-1)], minlength=num_authors),
+        stream=[world.post_ids[np.unique(shown[:, t])] for t in range(train_sessions)],
+        author_stream=[world.author_ids[np.unique(world.post_author[shown[:, t]])]
+                       for t in range(train_sessions)],
+    )  # fmt: skip
+
+
+def techniques_for(exp: Experiment, name: str, fraction: int, *, seed: int = 0):
+    """Technique ``name`` for the posts and for the authors of ``exp`` at ``1 / fraction``
+    of each full table's rows times D (``name == "full"``: the full tables). Returns
+    ``(post, author, note)``; where the author table is too small for the technique, it
+    gets one hash at the same budget and ``note`` says so (``""`` otherwise)."""
+    world, dim = exp.world, exp.config.emb_size
+    if name == "full":
+        return full_table(world.post_ids, dim), full_table(world.author_ids, dim), ""
+    post = at_budget(name, world.config.num_posts // fraction, vocabulary=world.post_ids,
+                     dim=dim, counts=exp.counts, content=exp.content, known=exp.known,
+                     stream=exp.stream, seed=seed)  # fmt: skip
+    rows = world.config.num_authors // fraction
+    try:
+        author = at_budget(name, rows, vocabulary=world.author_ids, dim=dim,
+                           counts=exp.author_counts, content=exp.author_content,
+                           known=exp.author_known, stream=exp.author_stream, seed=seed)  # fmt: skip
+        return post, author, ""
+    except DoesNotFit as reason:
+        return (
+            post,
+            at_budget("hash_1_sum", rows, vocabulary=world.author_ids, dim=dim),
+            (f"authors by one hash ({reason})"),
+        )

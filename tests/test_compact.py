@@ -135,13 +135,14 @@ def test_the_ranker_trains_on_compact_posts_and_authors():
     post = compact.quotient_remainder(VOCAB, config.emb_size, 32)
     author = compact.multi_hash(16, config.emb_size, 2)
     loss = compact.ranker_objective(config, post, author)
+    features = compact.entity_features(WORLD, post, author)
 
     def data(i):
         s = WORLD.session(i, batch_size=16, history_len=8, num_candidates=4)
         batch = WORLD.to_batch(config, s, (64, 64, 16))
         return (
             batch,
-            compact.session_features(WORLD, s, post, author),
+            compact.session_features(WORLD, s, features),
             s.labels,
             np.ones(s.labels.shape[:2], bool),
         )
@@ -155,3 +156,62 @@ def test_the_ranker_trains_on_compact_posts_and_authors():
     assert losses[-1] < 0.8 * first
     with pytest.raises(ValueError, match="num_item_hashes=1"):
         compact.ranker_objective(book_ranker_config(), post, author)
+
+
+def test_rq_encode_gives_the_fitted_codes_and_codes_new_vectors():
+    content = WORLD.post_content(16)
+    codes, books, _ = compact.rq_kmeans(jax.random.key(0), content, levels=3, codebook_size=16)
+    assert np.array_equal(compact.rq_encode(books, content), codes)
+    # a new vector equal to a post's content plus a little noise mostly gets its codes
+    near = content + 0.01 * np.random.default_rng(0).normal(size=content.shape)
+    assert (compact.rq_encode(books, near)[:, 0] == codes[:, 0]).mean() > 0.95
+
+
+BUDGET_NAMES = ["hash_1_sum", "hash_2_concat", "hash_3_sum", "double_hashing",
+                "quotient_remainder", "mixed_dimension", "tensor_train", "semantic_ids",
+                "semantic_ids_hashed", "mpzch"]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", BUDGET_NAMES)
+def test_at_budget_stays_within_the_budget(name):
+    rows = VOCAB.size // 4  # 150 rows of 8: 1,200 floats
+    stream = [VOCAB[i : i + 100] for i in range(0, 600, 100)]
+    technique = compact.at_budget(name, rows, vocabulary=VOCAB, dim=DIM,
+                                  counts=np.arange(VOCAB.size), content=WORLD.post_content(16),
+                                  stream=stream)  # fmt: skip
+    used = compact.num_params(technique) + (technique.extra_bytes // 4 if name == "mpzch" else 0)
+    assert 0.75 * rows * DIM <= used <= rows * DIM, (used, rows * DIM)
+    assert np.asarray(technique.features(VOCAB[:5])).shape[0] == 5
+
+
+def test_at_budget_says_when_a_technique_does_not_fit():
+    with pytest.raises(compact.DoesNotFit, match="needs at least 49 rows"):
+        compact.at_budget("quotient_remainder", 40, vocabulary=VOCAB, dim=DIM)
+    with pytest.raises(compact.DoesNotFit, match="projection"):
+        compact.at_budget("hash_2_concat", 16, vocabulary=VOCAB, dim=DIM)
+    with pytest.raises(compact.DoesNotFit, match="one float per ID"):
+        compact.at_budget("mixed_dimension", 60, vocabulary=VOCAB, dim=DIM, counts=VOCAB)
+    with pytest.raises(ValueError, match="unknown technique"):
+        compact.at_budget("bloom", 60, vocabulary=VOCAB, dim=DIM)
+
+
+def test_zero_collision_gives_distinct_rows_until_the_table_is_full():
+    mpzch = compact.zero_collision([VOCAB[:40], VOCAB[30:70]], DIM, num_slots=128)
+    rows = mpzch.features(VOCAB[:70])[:, 0]
+    assert np.unique(rows).size == 70 and rows.max() < 128
+    assert mpzch.extra_bytes == 12 * 128
+    full = compact.zero_collision([VOCAB[:200]], DIM, num_slots=64)
+    assert np.unique(full.features(VOCAB[:200])[:, 0]).size == 64  # the rest share rows
+
+
+def test_session_features_read_the_entity_tables_with_history_masked():
+    post, author = compact.multi_hash(64, DIM, 2), compact.quotient_remainder(
+        WORLD.author_ids, DIM, 5)  # fmt: skip
+    tables = compact.entity_features(WORLD, post, author)
+    s = WORLD.session(0, batch_size=8, history_len=8, num_candidates=4)
+    f = compact.session_features(WORLD, s, tables)
+    assert np.array_equal(f.candidate_post, post.features(WORLD.post_ids[s.candidate_posts]))
+    expect = author.features(WORLD.author_ids[WORLD.post_author[s.history_posts]],
+                             s.history_mask)  # fmt: skip
+    assert np.array_equal(f.history_author, expect)
+    assert (~s.history_mask).any() and (f.history_post[~s.history_mask] == -1).all()

@@ -1,0 +1,109 @@
+"""Compact embeddings at equal memory: Chapter 8's comparison over budgets and seeds.
+
+Chapter 4's world and timeline, a one-layer ranker trained on sessions 0-39 with each
+technique for its post and author tables (``phoenix_lib.compact.techniques_for``) at 1/4,
+1/16 and 1/64 of the full tables' rows times D, and the full tables as the reference;
+tested on sessions 40-47 of 500 users. Reported per run: the share of the
+base-rate-to-oracle gap in pooled NE closed, the share of the popularity-to-oracle gap in
+favorite AUC, pooled NE on fresh posts (created after the last training session), and
+seconds per training step; per technique and budget, the mean and range over seeds.
+
+    python -m benchmarks.compact [--quick] [--steps N] [--seeds N]
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from benchmarks import common
+from phoenix_lib import compact, metrics
+from phoenix_lib.config import ACTIONS
+
+SEED = 20260404  # Chapter 4's world
+BUDGETS = (4, 16, 64)
+TECHNIQUES = ("hash_1_sum", "hash_2_concat", "hash_2_sum", "double_hashing",
+              "quotient_remainder", "mixed_dimension", "tensor_train", "semantic_ids",
+              "semantic_ids_hashed", "mpzch")  # fmt: skip
+# More hash functions are measured at the middle budget only.
+MORE_HASHES = ("hash_3_sum", "hash_4_sum")
+
+
+def references(exp: compact.Experiment) -> dict:
+    """The oracle's pooled NE (all and fresh posts) and favorite AUC, popularity's AUC."""
+    a, fav = len(ACTIONS), ACTIONS.index("favorite")
+    truth = exp.test.probabilities.reshape(-1, a)
+    shown = exp.timeline.posts[:, :40]
+    popular = metrics.empirical_rates(shown, exp.timeline.labels[:, :40],
+                                      exp.world.config.num_posts)  # fmt: skip
+    labels = exp.labels
+    return {
+        "oracle_ne": metrics.pooled_normalized_entropy(labels, truth),
+        "oracle_fresh_ne": metrics.pooled_normalized_entropy(labels[exp.fresh], truth[exp.fresh]),
+        "oracle_auc": metrics.auc(labels[:, fav], truth[:, fav]),
+        "popularity_auc": metrics.auc(
+            labels[:, fav], popular[exp.test.candidate_posts.reshape(-1)][:, fav]
+        ),
+    }
+
+
+def quality(exp: compact.Experiment, ref: dict, probabilities) -> dict:
+    """A trained ranker's test quality against ``references``."""
+    fav = ACTIONS.index("favorite")
+    p = probabilities.reshape(exp.labels.shape)
+    ne = metrics.pooled_normalized_entropy(exp.labels, p)
+    auc = metrics.auc(exp.labels[:, fav], p[:, fav])
+    return {
+        "pooled_ne": ne,
+        "ne_gap_closed": metrics.gap_closed(ne, 1.0, ref["oracle_ne"]),
+        "auc_gap_closed": metrics.gap_closed(auc, ref["popularity_auc"], ref["oracle_auc"]),
+        "fresh_ne": metrics.pooled_normalized_entropy(exp.labels[exp.fresh], p[exp.fresh]),
+    }
+
+
+def main(argv=None) -> dict:
+    args = common.parse_args(
+        __doc__.splitlines()[0],
+        argv,
+        steps={"type": int, "default": None, "help": "training steps per run (500; quick 20)"},
+        seeds={"type": int, "default": None, "help": "seeds per technique (3; quick 1)"},
+    )
+    steps = args.steps or (20 if args.quick else 500)
+    seeds = args.seeds or (1 if args.quick else 3)
+    if steps < 2 or seeds < 1:
+        raise SystemExit("--steps must be at least 2 and --seeds at least 1")
+    exp = compact.experiment(SEED)
+    ref = references(exp)
+    cases = [("full", 1)] + [(t, b) for b in BUDGETS for t in TECHNIQUES]
+    cases += [(t, 16) for t in MORE_HASHES]
+    if args.quick:
+        cases = [("full", 1), ("hash_1_sum", 16), ("semantic_ids_hashed", 64), ("mpzch", 64)]
+    rows = []
+    for seed in range(seeds):
+        for name, fraction in cases:
+            post, author, note = compact.techniques_for(exp, name, fraction, seed=seed)
+            run = compact.train_ranker(exp.world, exp.timeline, exp.config, post, author,
+                                       exp.test, steps=steps, seed=seed)  # fmt: skip
+            rows.append({"technique": name, "budget": f"1/{fraction}", "seed": seed,
+                         "post_floats": compact.num_params(post),
+                         "author_floats": compact.num_params(author),
+                         **quality(exp, ref, run.probabilities),
+                         "ms_per_step": 1e3 * run.seconds_per_step, "note": note})  # fmt: skip
+    print(f"compact embeddings on {common.machine()['device']}, {steps} steps, {seeds} seeds")
+    common.print_table(rows, [("technique", "s"), ("budget", "s"), ("seed", "d"),
+                              ("post_floats", ",d"), ("ne_gap_closed", ".3f"),
+                              ("auc_gap_closed", ".3f"), ("fresh_ne", ".4f"),
+                              ("ms_per_step", ".1f")])  # fmt: skip
+    summary = {"references": ref, "steps": steps, "seeds": seeds}
+    for name, fraction in cases:
+        own = [r for r in rows if r["technique"] == name and r["budget"] == f"1/{fraction}"]
+        summary[f"{name} 1/{fraction}"] = {
+            key: [float(np.mean(v)), float(np.min(v)), float(np.max(v))]
+            for key in ("ne_gap_closed", "auc_gap_closed", "fresh_ne", "ms_per_step")
+            for v in [[r[key] for r in own]]
+        }
+    common.save(args.out, "compact", rows, summary)
+    return summary
+
+
+if __name__ == "__main__":
+    main()
