@@ -94,7 +94,7 @@ test-latest:
 # (benchmarks.book turns it on again for the suites it runs).
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[bench]"
-	for b in serving mpzch training ablations pipeline book sharding; do \
+	for b in serving mpzch training ablations pipeline book sharding compact; do \
 	  JAX_ENABLE_COMPILATION_CACHE=false $(BIN)/python -m benchmarks.$$b || exit 1; \
 	done
 	$(BIN)/python -m benchmarks.report

@@ -38,6 +38,16 @@ MEANINGS = {
     "07.ne_gap_closed.mpzch": "Ch. 7: the same, MPZCH",
     "07.ne_gap_closed.mpzch_reset": "Ch. 7: the same, MPZCH with reset",
     "07.fresh_gain_ci_low": "Ch. 7: fresh NE gain, MPZCH + reset over hashing, 95% low end",
+    "08.ne_gap_closed.full.1_1": "Ch. 8: pooled NE gap closed, full post and author tables",
+    "08.ne_gap_closed.hash_1_sum.1_16": "Ch. 8: the same at 1/16 of the memory, one hash",
+    "08.ne_gap_closed.quotient_remainder.1_16": "Ch. 8: the same, quotient-remainder",
+    "08.ne_gap_closed.semantic_ids_hashed.1_16": "Ch. 8: the same, semantic IDs + a hash level",
+    "08.ne_gap_closed.mpzch.1_16": "Ch. 8: the same, MPZCH",
+    "08.fresh_ne.full": "Ch. 8: pooled NE on posts created after training, full tables",
+    "08.fresh_ne.hash_1_sum": "Ch. 8: the same, one hash at 1/16",
+    "08.fresh_ne.quotient_remainder": "Ch. 8: the same, quotient-remainder at 1/16",
+    "08.fresh_ne.semantic_ids_hashed": "Ch. 8: the same, semantic IDs + a hash level at 1/16",
+    "08.fresh_ne.mpzch": "Ch. 8: the same, MPZCH at 1/16",
     "09.bytes_over_minimum.explicit": (
         "Ch. 9: bytes a device sends per batch of post lookups over the minimum (8 devices), "
         "routed with capacity = per-device batch"
@@ -159,6 +169,28 @@ def sharding(metrics: dict, runs: dict) -> str | None:
     header = ["device", "devices", "tight capacity", "minimum KB", "routed, tight KB",
               "routed, default KB", "GSPMD KB", "M lookups / s (one device)"]  # fmt: skip
     return markdown(header, rows, "lrrrrrrr") if rows else None
+
+
+def compact(metrics: dict, runs: dict) -> str | None:
+    run = runs.get("compact-cpu")
+    if not run:
+        return None
+    named = {"rows": [{**r, "variant": f"{r['technique']} {r['budget']}"} for r in run["rows"]]}
+    rows = _by_variant(
+        named,
+        {
+            "ne_gap_closed": pct,
+            "auc_gap_closed": pct,
+            "fresh_ne": "{:.4f}".format,
+            "ms_per_step": "{:.1f}".format,
+        },
+    )
+    notes = {f"{r['technique']} {r['budget']}": r["note"] for r in run["rows"]}
+    for row in rows:
+        row.append(notes[row[0]])
+    header = ["technique and budget", "seeds", "pooled NE gap closed: mean (by seed)",
+              "favorite AUC gap closed", "fresh-post NE", "ms / step", "note"]  # fmt: skip
+    return markdown(header, rows, "lrrrrrl")
 
 
 def training(metrics: dict, runs: dict) -> str | None:
@@ -408,6 +440,7 @@ BLOCKS = {
     "serving": serving,
     "mpzch": mpzch,
     "sharding": sharding,
+    "compact": compact,
     "training": training,
     "ablations": ablations,
     "pipeline": pipeline,

@@ -13,11 +13,13 @@ import sys
 import jax
 import pytest
 
-from benchmarks import ablations, book, mpzch, pipeline, serving, training
+from benchmarks import ablations, book, compact, mpzch, pipeline, serving, training
 
 
 @pytest.mark.parametrize(
-    "module", [serving, mpzch, training, ablations, pipeline, book], ids=lambda m: m.__name__
+    "module",
+    [serving, mpzch, training, ablations, pipeline, book, compact],
+    ids=lambda m: m.__name__,
 )
 def test_quick_mode_writes_its_results(module, tmp_path, capsys):
     summary = module.main(["--quick", "--out", str(tmp_path)])
