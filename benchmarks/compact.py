@@ -80,7 +80,11 @@ def main(argv=None) -> dict:
     rows = []
     for seed in range(seeds):
         for name, fraction in cases:
-            post, author, note = compact.techniques_for(exp, name, fraction, seed=seed)
+            try:
+                post, author, note = compact.techniques_for(exp, name, fraction, seed=seed)
+            except compact.DoesNotFit as reason:
+                print(f"skipped: {reason}")
+                continue
             run = compact.train_ranker(exp.world, exp.timeline, exp.config, post, author,
                                        exp.test, steps=steps, seed=seed)  # fmt: skip
             rows.append({"variant": f"{name} 1/{fraction}", "technique": name,
@@ -97,12 +101,15 @@ def main(argv=None) -> dict:
     summary = {"references": ref, "steps": steps, "seeds": seeds}
     for name, fraction in cases:
         own = [r for r in rows if r["technique"] == name and r["budget"] == f"1/{fraction}"]
+        if not own:
+            summary[f"{name} 1/{fraction}"] = "does not fit"
+            continue
         summary[f"{name} 1/{fraction}"] = {
             key: [float(np.mean(v)), float(np.min(v)), float(np.max(v))]
             for key in ("ne_gap_closed", "auc_gap_closed", "fresh_ne", "ms_per_step")
             for v in [[r[key] for r in own]]
         }
-    variants = [f"{name} 1/{fraction}" for name, fraction in cases]
+    variants = list(dict.fromkeys(r["variant"] for r in rows))
     at_16 = [v for v in variants if v.endswith((" 1/1", " 1/16"))]
     figure = common.seeds_figure(rows, at_16 if len(at_16) > 1 else variants, "ne_gap_closed",
                                  ylabel="% of the pooled-NE gap closed",
