@@ -8,7 +8,11 @@ base-rate-to-oracle gap in pooled NE closed, the share of the popularity-to-orac
 favorite AUC, pooled NE on fresh posts (created after the last training session), and
 seconds per training step; per technique and budget, the mean and range over seeds.
 
-    python -m benchmarks.compact [--quick] [--steps N] [--seeds N]
+``--recipe chapter4`` trains as Chapter 4 does (two layers, 1,200 steps) instead, at
+1/16 only, and writes ``compact_chapter4-<backend>``: does the order of the techniques
+survive longer training?
+
+    python -m benchmarks.compact [--quick] [--recipe short|chapter4] [--steps N] [--seeds N]
 """
 
 from __future__ import annotations
@@ -66,14 +70,21 @@ def main(argv=None) -> dict:
         argv,
         steps={"type": int, "default": None, "help": "training steps per run (500; quick 20)"},
         seeds={"type": int, "default": None, "help": "seeds per technique (3; quick 1)"},
+        recipe={
+            "choices": ("short", "chapter4"),
+            "default": "short",
+            "help": "short: one layer, 500 steps, three budgets; chapter4: two layers, "
+            "1,200 steps, 1/16 only",
+        },
     )
-    steps = args.steps or (20 if args.quick else 500)
+    chapter4 = args.recipe == "chapter4"
+    steps = args.steps or (20 if args.quick else 1_200 if chapter4 else 500)
     seeds = args.seeds or (1 if args.quick else 3)
     if steps < 2 or seeds < 1:
         raise SystemExit("--steps must be at least 2 and --seeds at least 1")
-    exp = compact.experiment(SEED)
+    exp = compact.experiment(SEED, num_layers=2 if chapter4 else 1)
     ref = references(exp)
-    cases = [("full", 1)] + [(t, b) for b in BUDGETS for t in TECHNIQUES]
+    cases = [("full", 1)] + [(t, b) for b in ((16,) if chapter4 else BUDGETS) for t in TECHNIQUES]
     cases += [(t, 16) for t in MORE_HASHES]
     if args.quick:
         cases = [("full", 1), ("semantic_ids_hashed", 64), ("mpzch", 64)]
@@ -93,12 +104,20 @@ def main(argv=None) -> dict:
                          "author_floats": compact.num_params(author),
                          **quality(exp, ref, run.probabilities),
                          "ms_per_step": 1e3 * run.seconds_per_step, "note": note})  # fmt: skip
-    print(f"compact embeddings on {common.machine()['device']}, {steps} steps, {seeds} seeds")
+    print(
+        f"compact embeddings on {common.machine()['device']}, "
+        f"{exp.config.model.num_layers} layers, {steps} steps, {seeds} seeds"
+    )
     common.print_table(rows, [("technique", "s"), ("budget", "s"), ("seed", "d"),
                               ("post_floats", ",d"), ("ne_gap_closed", ".3f"),
                               ("auc_gap_closed", ".3f"), ("fresh_ne", ".4f"),
                               ("ms_per_step", ".1f")])  # fmt: skip
-    summary = {"references": ref, "steps": steps, "seeds": seeds}
+    summary = {
+        "references": ref,
+        "steps": steps,
+        "seeds": seeds,
+        "layers": exp.config.model.num_layers,
+    }
     for name, fraction in cases:
         own = [r for r in rows if r["technique"] == name and r["budget"] == f"1/{fraction}"]
         if not own:
@@ -116,7 +135,7 @@ def main(argv=None) -> dict:
                                  title="At 1/16 of the memory (dots: seeds)")  # fmt: skip
     figure.axes[0].tick_params(axis="x", rotation=70, labelsize=7)
     figure.tight_layout()
-    common.save(args.out, "compact", rows, summary, figure)
+    common.save(args.out, "compact_chapter4" if chapter4 else "compact", rows, summary, figure)
     return summary
 
 
