@@ -40,12 +40,10 @@ MEANINGS = {
     "07.fresh_gain_ci_low": "Ch. 7: fresh NE gain, MPZCH + reset over hashing, 95% low end",
     "08.ne_gap_closed.full.1_1": "Ch. 8: pooled NE gap closed, full post and author tables",
     "08.ne_gap_closed.hash_1_sum.1_16": "Ch. 8: the same at 1/16 of the memory, one hash",
-    "08.ne_gap_closed.quotient_remainder.1_16": "Ch. 8: the same, quotient-remainder",
     "08.ne_gap_closed.semantic_ids_hashed.1_16": "Ch. 8: the same, semantic IDs + a hash level",
     "08.ne_gap_closed.mpzch.1_16": "Ch. 8: the same, MPZCH",
     "08.fresh_ne.full": "Ch. 8: pooled NE on posts created after training, full tables",
     "08.fresh_ne.hash_1_sum": "Ch. 8: the same, one hash at 1/16",
-    "08.fresh_ne.quotient_remainder": "Ch. 8: the same, quotient-remainder at 1/16",
     "08.fresh_ne.semantic_ids_hashed": "Ch. 8: the same, semantic IDs + a hash level at 1/16",
     "08.fresh_ne.mpzch": "Ch. 8: the same, MPZCH at 1/16",
     "09.bytes_over_minimum.explicit": (
@@ -172,12 +170,18 @@ def sharding(metrics: dict, runs: dict) -> str | None:
 
 
 def compact(metrics: dict, runs: dict) -> str | None:
-    run = runs.get("compact-cpu")
-    if not run:
+    """Chapter 8's techniques at equal memory, both recipes (``benchmarks.compact``)."""
+    named = []
+    for stem in ("compact-cpu", "compact_chapter4-cpu"):
+        run = runs.get(stem)
+        for r in run["rows"] if run else []:
+            layers = run["summary"].get("layers", 1)
+            recipe = f"{layers} layer{'s' * (layers > 1)}, {run['summary']['steps']} steps"
+            named.append({**r, "variant": f"{r['technique']} {r['budget']}, {recipe}"})
+    if not named:
         return None
-    named = {"rows": [{**r, "variant": f"{r['technique']} {r['budget']}"} for r in run["rows"]]}
     rows = _by_variant(
-        named,
+        {"rows": named},
         {
             "ne_gap_closed": pct,
             "auc_gap_closed": pct,
@@ -185,10 +189,10 @@ def compact(metrics: dict, runs: dict) -> str | None:
             "ms_per_step": "{:.1f}".format,
         },
     )
-    notes = {f"{r['technique']} {r['budget']}": r["note"] for r in run["rows"]}
+    notes = {r["variant"]: r["note"] for r in named}
     for row in rows:
         row.append(notes[row[0]])
-    header = ["technique and budget", "seeds", "pooled NE gap closed: mean (by seed)",
+    header = ["technique, budget, recipe", "seeds", "pooled NE gap closed: mean (by seed)",
               "favorite AUC gap closed", "fresh-post NE", "ms / step", "note"]  # fmt: skip
     return markdown(header, rows, "lrrrrrl")
 

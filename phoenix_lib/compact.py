@@ -566,7 +566,10 @@ def optimizer(steps: int):
     :func:`phoenix_lib.optimizers.book_optimizer` (AdamW, warm-up and cosine decay); every
     embedding parameter (the user table, both techniques' tables, cores and projections)
     with Adagrad at learning rate 0.1, elementwise, since not every technique's parameters
-    are rows a batch touches."""
+    are rows a batch touches. Its accumulators start at zero, as the row-wise Adagrad's do
+    (optax's default, 0.1, would scale every update of an embedding, whose gradients are
+    of order 1e-4, down a thousandfold: the rows would barely leave their initial values).
+    """
     import optax
 
     from phoenix_lib.optimizers import book_optimizer
@@ -574,7 +577,10 @@ def optimizer(steps: int):
     def labels(params):
         return {name: "model" if name == "model" else "embeddings" for name in params}
 
-    transforms = {"model": book_optimizer(steps).dense, "embeddings": optax.adagrad(0.1)}
+    transforms = {
+        "model": book_optimizer(steps).dense,
+        "embeddings": optax.adagrad(0.1, initial_accumulator_value=0.0, eps=1e-8),
+    }
     return optax.multi_transform(transforms, labels)
 
 
@@ -674,9 +680,11 @@ def at_budget(name: str, rows: int, *, vocabulary, dim: int, counts=None, conten
 
 
 class Trained(NamedTuple):
-    """A ranker trained by :func:`train_ranker`: its parameters, its test probabilities
-    ``[N, C, A]`` and the mean seconds per training step after the first (compiling)."""
+    """A ranker trained by :func:`train_ranker`: its parameters before and after training,
+    its test probabilities ``[N, C, A]`` and the mean seconds per training step after the
+    first (compiling)."""
 
+    initial: dict
     params: dict
     probabilities: np.ndarray
     seconds_per_step: float
@@ -724,7 +732,7 @@ def train_ranker(world, timeline, config, post: Technique, author: Technique, te
         batch = world.to_batch(config, chunk, num_buckets, buckets=buckets)
         chunk_features = session_features(world, chunk, features)
         parts.append(np.asarray(loss.predict(state.params, batch, chunk_features)))
-    return Trained(state.params, np.concatenate(parts), seconds)
+    return Trained(params, state.params, np.concatenate(parts), seconds)
 
 
 class Experiment(NamedTuple):
