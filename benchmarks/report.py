@@ -40,11 +40,13 @@ MEANINGS = {
     "07.fresh_gain_ci_low": "Ch. 7: fresh NE gain, MPZCH + reset over hashing, 95% low end",
     "08.ne_gap_closed.full.1_1": "Ch. 8: pooled NE gap closed, full post and author tables",
     "08.ne_gap_closed.hash_1_sum.1_16": "Ch. 8: the same at 1/16 of the memory, one hash",
-    "08.ne_gap_closed.semantic_ids_hashed.1_16": "Ch. 8: the same, semantic IDs + a hash level",
+    "08.ne_gap_closed.mixed_dimension.1_16": "Ch. 8: the same, mixed dimensions",
+    "08.ne_gap_closed.semantic_ids.1_16": "Ch. 8: the same, semantic IDs",
     "08.ne_gap_closed.mpzch.1_16": "Ch. 8: the same, MPZCH",
     "08.fresh_ne.full": "Ch. 8: pooled NE on posts created after training, full tables",
     "08.fresh_ne.hash_1_sum": "Ch. 8: the same, one hash at 1/16",
-    "08.fresh_ne.semantic_ids_hashed": "Ch. 8: the same, semantic IDs + a hash level at 1/16",
+    "08.fresh_ne.mixed_dimension": "Ch. 8: the same, mixed dimensions at 1/16",
+    "08.fresh_ne.semantic_ids": "Ch. 8: the same, semantic IDs at 1/16",
     "08.fresh_ne.mpzch": "Ch. 8: the same, MPZCH at 1/16",
     "09.bytes_over_minimum.explicit": (
         "Ch. 9: bytes a device sends per batch of post lookups over the minimum (8 devices), "
