@@ -20,8 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from benchmarks import common
-from phoenix_lib import compact, metrics
-from phoenix_lib.config import ACTIONS
+from phoenix_lib import compact
 
 SEED = 20260404  # Chapter 4's world
 BUDGETS = (4, 16, 64)
@@ -30,38 +29,6 @@ TECHNIQUES = ("hash_1_sum", "hash_2_concat", "hash_2_sum", "double_hashing",
               "semantic_ids_hashed", "mpzch")  # fmt: skip
 # More hash functions are measured at the middle budget only.
 MORE_HASHES = ("hash_3_sum", "hash_4_sum")
-
-
-def references(exp: compact.Experiment) -> dict:
-    """The oracle's pooled NE (all and fresh posts) and favorite AUC, popularity's AUC."""
-    a, fav = len(ACTIONS), ACTIONS.index("favorite")
-    truth = exp.test.probabilities.reshape(-1, a)
-    shown = exp.timeline.posts[:, :40]
-    popular = metrics.empirical_rates(shown, exp.timeline.labels[:, :40],
-                                      exp.world.config.num_posts)  # fmt: skip
-    labels = exp.labels
-    return {
-        "oracle_ne": metrics.pooled_normalized_entropy(labels, truth),
-        "oracle_fresh_ne": metrics.pooled_normalized_entropy(labels[exp.fresh], truth[exp.fresh]),
-        "oracle_auc": metrics.auc(labels[:, fav], truth[:, fav]),
-        "popularity_auc": metrics.auc(
-            labels[:, fav], popular[exp.test.candidate_posts.reshape(-1)][:, fav]
-        ),
-    }
-
-
-def quality(exp: compact.Experiment, ref: dict, probabilities) -> dict:
-    """A trained ranker's test quality against ``references``."""
-    fav = ACTIONS.index("favorite")
-    p = probabilities.reshape(exp.labels.shape)
-    ne = metrics.pooled_normalized_entropy(exp.labels, p)
-    auc = metrics.auc(exp.labels[:, fav], p[:, fav])
-    return {
-        "pooled_ne": ne,
-        "ne_gap_closed": metrics.gap_closed(ne, 1.0, ref["oracle_ne"]),
-        "auc_gap_closed": metrics.gap_closed(auc, ref["popularity_auc"], ref["oracle_auc"]),
-        "fresh_ne": metrics.pooled_normalized_entropy(exp.labels[exp.fresh], p[exp.fresh]),
-    }
 
 
 def main(argv=None) -> dict:
@@ -83,7 +50,7 @@ def main(argv=None) -> dict:
     if steps < 2 or seeds < 1:
         raise SystemExit("--steps must be at least 2 and --seeds at least 1")
     exp = compact.experiment(SEED, num_layers=2 if chapter4 else 1)
-    ref = references(exp)
+    ref = compact.references(exp)
     cases = [("full", 1)] + [(t, b) for b in ((16,) if chapter4 else BUDGETS) for t in TECHNIQUES]
     cases += [(t, 16) for t in MORE_HASHES]
     if args.quick:
@@ -102,7 +69,7 @@ def main(argv=None) -> dict:
                          "budget": f"1/{fraction}", "seed": seed,
                          "post_floats": compact.num_params(post),
                          "author_floats": compact.num_params(author),
-                         **quality(exp, ref, run.probabilities),
+                         **compact.quality(exp, ref, run.probabilities),
                          "ms_per_step": 1e3 * run.seconds_per_step, "note": note})  # fmt: skip
     print(
         f"compact embeddings on {common.machine()['device']}, "

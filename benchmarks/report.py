@@ -177,7 +177,7 @@ def compact(metrics: dict, runs: dict) -> str | None:
     for stem in ("compact-cpu", "compact_chapter4-cpu"):
         run = runs.get(stem)
         for r in run["rows"] if run else []:
-            layers = run["summary"].get("layers", 1)
+            layers = run["summary"]["layers"]
             recipe = f"{layers} layer{'s' * (layers > 1)}, {run['summary']['steps']} steps"
             named.append({**r, "variant": f"{r['technique']} {r['budget']}, {recipe}"})
     if not named:

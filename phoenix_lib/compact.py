@@ -35,7 +35,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from phoenix_lib import hashing
+from phoenix_lib import hashing, metrics
+from phoenix_lib.config import ACTIONS
 from phoenix_lib.hashing import ids_and_mask
 
 # A vocabulary (ID -> index) stores each key and its index: 8 + 4 bytes per ID, the least a
@@ -767,7 +768,7 @@ def experiment(seed: int, *, num_layers: int = 1, train_sessions: int = 40,
     first ``4 * test_users`` users; the ranker with one item and one author hash, 32 wide."""
     import dataclasses
 
-    from phoenix_lib.config import ACTIONS, HashConfig, book_ranker_config
+    from phoenix_lib.config import HashConfig, book_ranker_config
     from phoenix_lib.world import World, WorldConfig
 
     world = World(WorldConfig(num_users=2_000, num_authors=500, num_posts=5_000, num_topics=8,
@@ -829,3 +830,40 @@ def techniques_for(exp: Experiment, name: str, fraction: int, *, seed: int = 0):
             at_budget("hash_1_sum", rows, vocabulary=world.author_ids, dim=dim),
             (f"authors by one hash ({reason})"),
         )
+
+
+def references(exp: Experiment) -> dict:
+    """What every technique is measured against on ``exp``'s test impressions: the
+    oracle's pooled NE (all posts and fresh posts) and favorite AUC, and popularity's (each
+    post's action rates over the training sessions) pooled NE and favorite AUC."""
+    fav = ACTIONS.index("favorite")
+    truth = exp.test.probabilities.reshape(exp.labels.shape)  # [N, A]
+    shown = exp.timeline.posts[:, : len(exp.stream)]
+    rates = metrics.empirical_rates(shown, exp.timeline.labels[:, : len(exp.stream)],
+                                    exp.world.config.num_posts)  # fmt: skip
+    popular = rates[exp.test.candidate_posts.reshape(-1)]  # [N, A]
+    labels, fresh = exp.labels, exp.fresh
+    return {
+        "oracle_ne": metrics.pooled_normalized_entropy(labels, truth),
+        "oracle_fresh_ne": metrics.pooled_normalized_entropy(labels[fresh], truth[fresh]),
+        "oracle_auc": metrics.auc(labels[:, fav], truth[:, fav]),
+        "popularity_ne": metrics.pooled_normalized_entropy(labels, popular),
+        "popularity_auc": metrics.auc(labels[:, fav], popular[:, fav]),
+    }
+
+
+def quality(exp: Experiment, ref: dict, probabilities) -> dict:
+    """A trained ranker's test quality (``probabilities`` [N, C, A] or [N * C, A]) against
+    :func:`references`: pooled NE, the share of the base-rate-to-oracle gap in pooled NE
+    closed, the share of the popularity-to-oracle gap in favorite AUC closed, and pooled
+    NE on fresh posts."""
+    fav = ACTIONS.index("favorite")
+    p = np.asarray(probabilities).reshape(exp.labels.shape)
+    ne = metrics.pooled_normalized_entropy(exp.labels, p)
+    auc = metrics.auc(exp.labels[:, fav], p[:, fav])
+    return {
+        "pooled_ne": ne,
+        "ne_gap_closed": metrics.gap_closed(ne, 1.0, ref["oracle_ne"]),
+        "auc_gap_closed": metrics.gap_closed(auc, ref["popularity_auc"], ref["oracle_auc"]),
+        "fresh_ne": metrics.pooled_normalized_entropy(exp.labels[exp.fresh], p[exp.fresh]),
+    }

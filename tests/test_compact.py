@@ -222,3 +222,17 @@ def test_session_features_read_the_entity_tables_with_history_masked():
                              s.history_mask)  # fmt: skip
     assert np.array_equal(f.history_author, expect)
     assert (~s.history_mask).any() and (f.history_post[~s.history_mask] == -1).all()
+
+
+def test_quality_runs_from_base_rates_to_the_oracle():
+    exp = compact.experiment(0)
+    ref = compact.references(exp)
+    oracle = compact.quality(exp, ref, exp.test.probabilities)
+    assert oracle["ne_gap_closed"] == pytest.approx(1.0)
+    assert oracle["auc_gap_closed"] == pytest.approx(1.0)
+    assert oracle["fresh_ne"] == pytest.approx(ref["oracle_fresh_ne"])
+    base_rates = np.broadcast_to(exp.labels.mean(0), exp.labels.shape)
+    assert compact.quality(exp, ref, base_rates)["ne_gap_closed"] == pytest.approx(0.0, abs=1e-6)
+    assert ref["oracle_ne"] < ref["popularity_ne"] < 1.0
+    with pytest.raises(ValueError):
+        compact.quality(exp, ref, exp.test.probabilities[:-1])
