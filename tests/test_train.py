@@ -202,8 +202,16 @@ def test_a_donating_step_computes_the_same_state_and_consumes_its_input(sparse):
     donated, _ = train.fit(
         train.make_step(objective, optimizer, donate=True), given, data, 3, progress=False
     )
+    # Donation changes the compiled program, not the math: XLA adds or drops copies
+    # around the aliased buffers, and newer jaxlib releases (0.12 on the CPU) then
+    # round one element of an Adam moment differently by one ULP. An aliasing bug (a
+    # buffer read after it was overwritten) would be wrong by far more than 4 ULPs.
     for a, b in zip(jax.tree.leaves(kept), jax.tree.leaves(donated), strict=True):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        a, b = np.asarray(a), np.asarray(b)
+        if np.issubdtype(a.dtype, np.floating):
+            np.testing.assert_array_max_ulp(a, b, maxulp=4)
+        else:
+            np.testing.assert_array_equal(a, b)
     assert jax.tree.leaves(given.params)[0].is_deleted()
 
 
